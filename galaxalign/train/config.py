@@ -1,0 +1,134 @@
+"""Training configuration: every parameter of a run, checked, and saved as config.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from galaxalign.losses import LOSS_KINDS
+
+DATASETS = ("demo", "galaxy10", "galaxymnist", "catalog")
+
+# Parameters that may change between two calls on one run directory without
+# making it a different run: which stage to stop after, where it runs, and
+# whether missing data may be downloaded.
+NON_DEFINING_KEYS = frozenset({"stage", "device", "download"})
+
+
+@dataclass
+class TrainConfig:
+    """Every parameter of a training run.
+
+    ``stage`` 1 runs the warm-up only; 2 runs both stages, skipping stage 1
+    when the run directory already contains a finished stage 1.
+    ``epochs_stage1=0`` with ``stage=2`` is the "stage 2 only" ablation: the
+    symbol tower starts as a copy of the pre-trained image tower.
+    ``symbols`` is "builtin" (the procedural symbols), "none" (text–image CLIP
+    without symbols) or a folder holding one image per class named
+    ``<class_name>.png`` (or .jpg). ``max_steps`` caps the optimizer steps of
+    each stage (0 = no cap), for smoke runs. ``image_size`` is in pixels;
+    ``crop_fraction`` keeps the central fraction of each cutout before resizing.
+    ``download`` fetches Galaxy10 or GalaxyMNIST into ``data_dir`` when missing.
+    """
+
+    dataset: str = "demo"
+    data_dir: str | None = None
+    download: bool = False
+    model: str = "small"
+    pretrained: str | None = "default"
+    quick_gelu: bool | None = None
+    symbols: str = "builtin"
+    stage: int = 2
+    epochs_stage1: int = 4
+    epochs_stage2: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    grad_clip: float = 1.0
+    max_logit_scale: float = 100.0
+    loss: str = "class_aware"
+    image_size: int = 64
+    crop_fraction: float = 1.0
+    symbol_variants: int = 16
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 0
+    max_steps: int = 0
+    device: str = "auto"
+    cache_dir: str | None = None
+    skip_unreadable: bool = False
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid parameter and its allowed values."""
+        if self.stage not in (1, 2):
+            raise ValueError(
+                f"stage must be 1 (warm-up only) or 2 (warm-up, then joint training), got {self.stage!r}"
+            )
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset == "catalog" and not self.data_dir:
+            raise ValueError("dataset='catalog' needs data_dir: the catalog CSV or a folder with catalog.csv")
+        _check_int(self, "epochs_stage1", minimum=0)
+        _check_int(self, "epochs_stage2", minimum=0)
+        if self.stage == 1 and self.epochs_stage1 == 0:
+            raise ValueError("stage=1 needs epochs_stage1 >= 1")
+        if self.stage == 2 and self.epochs_stage2 == 0:
+            raise ValueError("stage=2 needs epochs_stage2 >= 1 (use stage=1 for the warm-up alone)")
+        _check_int(self, "batch_size", minimum=2)
+        _check_int(self, "image_size", minimum=16)
+        _check_int(self, "symbol_variants", minimum=1)
+        _check_int(self, "max_steps", minimum=0)
+        _check_int(self, "keep_checkpoints", minimum=0)
+        _check_int(self, "seed", minimum=0)
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction!r}")
+        if not 1 < self.max_logit_scale <= 100:
+            raise ValueError(f"max_logit_scale must be in (1, 100], got {self.max_logit_scale!r}")
+        if self.loss not in LOSS_KINDS:
+            raise ValueError(f"loss must be one of {LOSS_KINDS}, got {self.loss!r}")
+        if not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
+        if self.symbols not in ("builtin", "none") and not Path(self.symbols).is_dir():
+            raise ValueError(
+                f"symbols must be 'builtin', 'none' or a folder of per-class symbol images; "
+                f"{self.symbols!r} is not a folder"
+            )
+
+    @property
+    def uses_symbols(self) -> bool:
+        return self.symbols != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build a config from a dict, rejecting unknown keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training parameters {unknown}; known parameters: {sorted(known)}")
+        return cls(**data)
+
+    def differences(self, other: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """Return the run-defining parameters whose value differs from ``other``: name -> (other, self)."""
+        mine = self.to_dict()
+        keys = (set(mine) | set(other)) - NON_DEFINING_KEYS
+        return {k: (other.get(k), mine.get(k)) for k in sorted(keys) if other.get(k) != mine.get(k)}
+
+
+def _check_int(config: TrainConfig, name: str, minimum: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -1,0 +1,240 @@
+"""The run directory: where a run's configuration, split, checkpoints and metrics live."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import galaxalign
+from galaxalign.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+# Files and folders that a run writes; ``overwrite=True`` removes these and nothing else.
+RUN_OUTPUTS = (
+    "config.json",
+    "split.json",
+    "schema.json",
+    "symbols.png",
+    "metrics.jsonl",
+    "steps.jsonl",
+    "metrics.json",
+    "metrics_stage1.json",
+    "checkpoints",
+    "embeddings",
+)
+
+
+class RunDirectoryError(RuntimeError):
+    """Raised when the contents of a run directory do not fit the requested run."""
+
+
+@dataclass(frozen=True)
+class StageStatus:
+    """The newest checkpoint of one stage in a run directory, and whether the stage finished."""
+
+    latest: Path | None
+    complete: bool
+
+
+def git_commit() -> str | None:
+    """Return the commit of the galaxalign source tree, or None outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(galaxalign.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Save with torch.save to a temporary name, then rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(obj, temporary)
+    os.replace(temporary, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+class RunDirectory:
+    """A folder holding one run: ``config.json``, ``split.json``, ``schema.json``,
+    ``symbols.png``, ``metrics.jsonl`` (one line per epoch), ``steps.jsonl`` (the
+    loss of every step), ``checkpoints/stage1|stage2/epoch_NNN.pt``,
+    ``metrics.json`` (final test metrics) and ``embeddings/``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def split_path(self) -> Path:
+        return self.path / "split.json"
+
+    @property
+    def schema_path(self) -> Path:
+        return self.path / "schema.json"
+
+    @property
+    def symbols_path(self) -> Path:
+        return self.path / "symbols.png"
+
+    @property
+    def metrics_log_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def steps_log_path(self) -> Path:
+        return self.path / "steps.jsonl"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.path / "embeddings"
+
+    def checkpoint_dir(self, stage: int) -> Path:
+        return self.path / "checkpoints" / f"stage{stage}"
+
+    def checkpoint_path(self, stage: int, epoch: int) -> Path:
+        return self.checkpoint_dir(stage) / f"epoch_{epoch:03d}.pt"
+
+    def checkpoints(self, stage: int) -> list[Path]:
+        folder = self.checkpoint_dir(stage)
+        return sorted(folder.glob("epoch_*.pt")) if folder.is_dir() else []
+
+    def stage_status(self, stage: int) -> StageStatus:
+        found = self.checkpoints(stage)
+        if not found:
+            return StageStatus(latest=None, complete=False)
+        latest = found[-1]
+        state = torch.load(latest, map_location="cpu", weights_only=True)
+        return StageStatus(latest=latest, complete=bool(state.get("complete", False)))
+
+    def read_config(self) -> dict[str, Any]:
+        data = json.loads(self.config_path.read_text())
+        return dict(data["parameters"])
+
+    def prepare(self, config: TrainConfig, overwrite: bool = False) -> int:
+        """Check the folder against ``config`` and return the first stage still to train.
+
+        A new or empty folder (executed notebooks and hidden files aside) gets a
+        fresh ``config.json``. A folder of the same run continues with stage 2
+        when only stage 1 is finished. Anything else raises
+        :class:`RunDirectoryError` naming what is there, unless ``overwrite``
+        is set: then the run's own outputs (``RUN_OUTPUTS``) are deleted and the
+        run starts over; other files are left alone.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            self.clear()
+            self.write_config(config)
+            return 1 if config.epochs_stage1 > 0 else 2
+
+        if not self.config_path.exists():
+            foreign = [p.name for p in self.path.iterdir() if not _ignorable(p)]
+            if foreign:
+                raise RunDirectoryError(
+                    f"run_dir {self.path} is not empty ({', '.join(sorted(foreign)[:5])}) and holds no "
+                    "galaxalign run (no config.json); choose a new or empty folder"
+                )
+            self.write_config(config)
+            return 1 if config.epochs_stage1 > 0 else 2
+
+        differences = config.differences(self.read_config())
+        if differences:
+            listed = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in differences.items())
+            raise RunDirectoryError(
+                f"run_dir {self.path} holds a different run ({listed}). Choose a new run_dir, or pass "
+                "overwrite=True to delete that run's outputs and start over"
+            )
+        return self._next_stage(config)
+
+    def _next_stage(self, config: TrainConfig) -> int:
+        stage1, stage2 = self.stage_status(1), self.stage_status(2)
+        restart_hint = "pass overwrite=True to start this run over, or choose a new run_dir"
+        if stage2.latest is not None:
+            state = "finished" if stage2.complete else "was interrupted"
+            raise RunDirectoryError(f"run_dir {self.path}: stage 2 of this run {state}; {restart_hint}")
+        if config.epochs_stage1 == 0:
+            return 2
+        if stage1.latest is None:
+            return 1
+        if not stage1.complete:
+            raise RunDirectoryError(
+                f"run_dir {self.path}: stage 1 of this run was interrupted at {stage1.latest.name}; "
+                + restart_hint
+            )
+        if config.stage == 1:
+            raise RunDirectoryError(
+                f"run_dir {self.path}: stage 1 of this run already finished; run stage=2 to continue "
+                f"it, or {restart_hint}"
+            )
+        logger.info("stage 1 already finished in %s; continuing with stage 2", self.path)
+        return 2
+
+    def clear(self) -> None:
+        """Delete this run's outputs (and only those) from the folder."""
+        for name in RUN_OUTPUTS:
+            target = self.path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        logger.info("removed the outputs of the previous run in %s", self.path)
+
+    def write_config(self, config: TrainConfig) -> None:
+        record = {
+            "parameters": config.to_dict(),
+            "galaxalign_version": galaxalign.__version__,
+            "git_commit": git_commit(),
+            "torch_version": torch.__version__,
+        }
+        atomic_write_text(self.config_path, json.dumps(record, indent=2) + "\n")
+
+    def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:
+        with path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def read_jsonl(self, path: Path) -> list[dict[str, Any]]:
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def prune_checkpoints(self, stage: int, keep: int) -> None:
+        """Delete all but the newest ``keep`` checkpoints of ``stage`` (``keep=0`` keeps all)."""
+        if keep <= 0:
+            return
+        for old in self.checkpoints(stage)[:-keep]:
+            old.unlink()
+
+
+def _ignorable(path: Path) -> bool:
+    return path.name.startswith(".") or path.suffix == ".ipynb"
