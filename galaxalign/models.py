@@ -63,15 +63,19 @@ def _needs_quick_gelu(model_name: str, pretrained: str | None) -> bool:
 
 
 def _weights_hint(model_name: str, pretrained: str) -> str:
-    url = open_clip.get_pretrained_url(model_name, pretrained)
-    hf_hub = open_clip.get_pretrained_cfg(model_name, pretrained).get("hf_hub", "")
-    where = url or (f"the Hugging Face repository {hf_hub.rstrip('/')}" if hf_hub else "")
-    if where:
-        return (
-            f"On a machine without internet access, download the weights from {where} elsewhere "
-            "and pass the local file path as pretrained=..."
-        )
-    return "Pass a local .bin, .pt or .safetensors file of open_clip weights as pretrained=..."
+    """Say which file to fetch by hand for a weights tag, preferring the Hugging Face copy open_clip uses."""
+    config = open_clip.get_pretrained_cfg(model_name, pretrained)
+    hf_hub = config.get("hf_hub", "").rstrip("/")
+    if hf_hub:
+        where = f"open_clip_model.safetensors from https://huggingface.co/{hf_hub}"
+    elif config.get("url"):
+        where = config["url"]
+    else:
+        return "Pass a local .bin, .pt or .safetensors file of open_clip weights as pretrained=..."
+    return (
+        f"On a machine without internet access, download {where} elsewhere and pass the local "
+        "file path as pretrained=..."
+    )
 
 
 def create_clip(
@@ -130,7 +134,15 @@ def create_clip(
             force_image_size=force_size,
             cache_dir=cache_dir,
         )
-    except RuntimeError as error:
+    except Exception as error:
+        if pretrained is not None and os.path.isfile(pretrained):
+            raise WeightsNotFoundError(
+                f"could not load {pretrained} as open_clip weights for {model_name!r} "
+                f"({type(error).__name__}: {error}); pass a .bin, .pt or .safetensors state dict "
+                "saved from this model, or a weights tag"
+            ) from error
+        if not isinstance(error, RuntimeError):
+            raise
         if pretrained is not None and "download" in str(error).lower():
             raise WeightsNotFoundError(
                 f"could not get pre-trained weights {pretrained!r} for {model_name!r}: {error}. "

@@ -6,7 +6,7 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,35 +137,41 @@ class ClassSchema:
 _HANDEDNESS = re.compile(r"(anti|counter)?clockwise")
 
 
+def normalize_class_name(name: str) -> str:
+    """Return ``name`` in lower case with spaces and hyphens as underscores ("Edge-on" -> "edge_on")."""
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
 def guess_mirror(names: Sequence[str]) -> tuple[int, ...] | None:
     """Derive the mirror map from class names.
 
     A name containing "clockwise" is paired with the name that has
-    "anticlockwise" (or "counterclockwise") in the same place; a mirror flip
-    swaps the pair. A handed class without a partner makes flips invalid, so
-    the result is ``None``.
+    "anticlockwise" (or "counterclockwise") in the same place, ignoring case,
+    spaces and hyphens; a mirror flip swaps the pair. A handed class without a
+    partner makes flips invalid, so the result is ``None``.
     """
+    normalized = [normalize_class_name(n) for n in names]
     mirror = list(range(len(names)))
-    lookup = {n: i for i, n in enumerate(names)}
-    for i, n in enumerate(names):
+    lookup = {n: i for i, n in enumerate(normalized)}
+    for i, n in enumerate(normalized):
         match = _HANDEDNESS.search(n)
         if match is None:
             continue
         if match.group(1):
-            partner = n[: match.start()] + "clockwise" + n[match.end() :]
+            candidates = [n[: match.start()] + "clockwise" + n[match.end() :]]
         else:
-            partner = n[: match.start()] + "anticlockwise" + n[match.end() :]
-        j = lookup.get(partner)
-        if j is None and not match.group(1):
-            j = lookup.get(n[: match.start()] + "counterclockwise" + n[match.end() :])
-        if j is None:
+            candidates = [
+                n[: match.start()] + prefix + "clockwise" + n[match.end() :] for prefix in ("anti", "counter")
+            ]
+        partners = [lookup[c] for c in candidates if c in lookup]
+        if not partners:
             warnings.warn(
-                f"class {n!r} has a handedness but no mirrored partner class; "
+                f"class {names[i]!r} has a handedness but no mirrored partner class; "
                 "mirror flips are disabled for this schema (rotations still apply)",
                 stacklevel=3,
             )
             return None
-        mirror[i] = j
+        mirror[i] = partners[0]
     return tuple(mirror)
 
 
@@ -191,8 +197,9 @@ def schema_from_names(
     if descriptions is None:
         descriptions = [_description_from_name(n) for n in class_names]
     if symbols is None:
-        symbols = [n if n in SYMBOL_RECIPES else "dont_know" for n in class_names]
-        missing = [n for n in class_names if n not in SYMBOL_RECIPES]
+        found = [_symbol_for_name(n, SYMBOL_RECIPES) for n in class_names]
+        symbols = [recipe or "dont_know" for recipe in found]
+        missing = [n for n, recipe in zip(class_names, found) if recipe is None]
         if missing:
             warnings.warn(
                 f"no built-in symbol recipe is named like classes {missing}; they get the "
@@ -218,9 +225,43 @@ def schema_from_names(
     return ClassSchema(name=name, classes=classes, mirror=mirror_map)
 
 
+def _symbol_for_name(name: str, recipes: Mapping[str, object]) -> str | None:
+    """Return the symbol recipe for a class name: a recipe of that name, or the symbol a
+    built-in schema gives a class of that name ("elliptical" -> "smooth_round")."""
+    key = normalize_class_name(name)
+    if key in recipes:
+        return key
+    for schema in BUILTIN_SCHEMAS.values():
+        for c in schema.classes:
+            if c.name == key:
+                return c.symbol
+    return _SYMBOL_SYNONYMS.get(key)
+
+
+# Common class names in other catalogs that have no built-in schema of their own.
+_SYMBOL_SYNONYMS = {
+    "smooth": "smooth_round",
+    "round": "smooth_round",
+    "lenticular": "edge_on_bulge",
+    "edge_on_disk": "edge_on_no_bulge",
+    "merging": "merger",
+    "irregular": "disturbed",
+    "star": "dont_know",
+    "artifact": "dont_know",
+    "artefact": "dont_know",
+    "unknown": "dont_know",
+}
+
+
 def _description_from_name(name: str) -> str:
-    text = name.replace("_", " ").replace("-", " ").strip()
-    return text if "galax" in text.lower() else f"{text} galaxy"
+    """Return the prompt phrase for a class name, reusing a built-in schema's phrase where one fits."""
+    key = normalize_class_name(name)
+    for schema in BUILTIN_SCHEMAS.values():
+        for c in schema.classes:
+            if c.name == key:
+                return c.description
+    text = key.replace("_", " ").replace("edge on", "edge-on")
+    return text if "galax" in text else f"{text} galaxy"
 
 
 GALAXY10_DECALS = ClassSchema(

@@ -84,7 +84,7 @@ def test_openai_tag_turns_on_quick_gelu(monkeypatch: pytest.MonkeyPatch):
         raise RuntimeError("Failed to download weights for tag 'openai': no network")
 
     monkeypatch.setattr(open_clip, "create_model", fake_create_model)
-    with pytest.raises(WeightsNotFoundError, match="openaipublic|pretrained=") as error:
+    with pytest.raises(WeightsNotFoundError, match="huggingface.co/timm/vit_base_patch16_clip_224.openai") as error:
         create_clip("vit-b-16")
     assert seen["name"] == "ViT-B-16"
     assert seen["force_quick_gelu"] is True
@@ -97,6 +97,13 @@ def test_local_openai_file_without_quick_gelu_warns(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(open_clip, "create_model", lambda name, **kwargs: (_ for _ in ()).throw(RuntimeError("stop")))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with pytest.raises(RuntimeError, match="stop"):
+        with pytest.raises(WeightsNotFoundError, match="RuntimeError: stop"):
             create_clip("ViT-B-16", pretrained=str(weights))
     assert any("QuickGELU" in str(w.message) for w in caught)
+
+
+def test_text_file_as_weights_names_file(tmp_path: Path):
+    weights = tmp_path / "notes.txt"
+    weights.write_text("hello")
+    with pytest.raises(WeightsNotFoundError, match="could not load .*notes.txt as open_clip weights"):
+        create_clip("small", pretrained=str(weights))

@@ -234,6 +234,12 @@ def _check_layout(h5: h5py.File, file: Path, expected: dict[str, str]) -> None:
             f"{file}: dataset {images_name!r} has shape {images.shape}, expected "
             f"{expected[images_name]} with channels last"
         )
+    if images.dtype != np.uint8:
+        raise InvalidDatasetError(
+            f"{file}: dataset {images_name!r} holds {images.dtype} pixels, expected uint8 (0-255). "
+            "Convert the images to uint8 before writing the file, because other pixel types have "
+            "no agreed brightness scale"
+        )
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise InvalidDatasetError(
             f"{file}: dataset {labels_name!r} has shape {labels.shape} but {images_name!r} "
@@ -331,6 +337,17 @@ def _read_catalog_rows(
     csv_path: Path, file_column: str, id_column: str, label_column: str, class_column: str
 ) -> tuple[list[_CatalogRow], bool, bool]:
     """Parse the CSV into rows, checking the columns and each cell that needs no schema."""
+    try:
+        return _parse_catalog(csv_path, file_column, id_column, label_column, class_column)
+    except UnicodeDecodeError as error:
+        raise CatalogError(
+            f"{csv_path} is not valid UTF-8 text ({error}); save the catalog as UTF-8 CSV"
+        ) from error
+
+
+def _parse_catalog(
+    csv_path: Path, file_column: str, id_column: str, label_column: str, class_column: str
+) -> tuple[list[_CatalogRow], bool, bool]:
     with open(csv_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
@@ -349,10 +366,13 @@ def _read_catalog_rows(
         if not (has_label or has_class):
             missing.append(f"{label_column} or {class_column}")
         if missing:
+            separator_hint = ""
+            if len(header) == 1 and any(mark in header[0] for mark in ";\t|"):
+                separator_hint = " The header looks separated by ';', tab or '|': save the catalog with commas."
             raise CatalogError(
                 f"{csv_path} lacks the columns {missing}; its header has {header}. Rename the "
                 "columns, or pass file_column=, label_column= or class_column= with the names "
-                "this catalog uses."
+                "this catalog uses." + separator_hint
             )
         if not has_id:
             logger.info("%s has no column %r; the file name stems are the object ids", csv_path, id_column)

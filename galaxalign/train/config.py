@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from galaxalign.losses import LOSS_KINDS
 
@@ -41,10 +44,10 @@ class TrainConfig:
     quick_gelu: bool | None = None
     symbols: str = "builtin"
     stage: int = 2
-    epochs_stage1: int = 4
-    epochs_stage2: int = 8
+    epochs_stage1: int = 6
+    epochs_stage2: int = 18
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 0.05
     warmup_fraction: float = 0.1
     grad_clip: float = 1.0
@@ -60,9 +63,18 @@ class TrainConfig:
     device: str = "auto"
     cache_dir: str | None = None
     skip_unreadable: bool = False
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 1
 
     def __post_init__(self) -> None:
+        # Accept what notebooks and scripts naturally pass: paths and numpy scalars.
+        for name in ("data_dir", "cache_dir", "symbols", "pretrained"):
+            value = getattr(self, name)
+            if isinstance(value, Path):
+                setattr(self, name, str(value))
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.generic):
+                setattr(self, field.name, value.item())
         self.validate()
 
     def validate(self) -> None:
@@ -81,8 +93,12 @@ class TrainConfig:
             raise ValueError("stage=1 needs epochs_stage1 >= 1")
         if self.stage == 2 and self.epochs_stage2 == 0:
             raise ValueError("stage=2 needs epochs_stage2 >= 1 (use stage=1 for the warm-up alone)")
+        for name in ("lr", "weight_decay", "warmup_fraction", "grad_clip", "max_logit_scale",
+                     "crop_fraction", "val_fraction", "test_fraction"):
+            _check_number(self, name)
         _check_int(self, "batch_size", minimum=2)
-        _check_int(self, "image_size", minimum=16)
+        # The small preset's ConvNeXt downsamples by 32, so smaller inputs vanish.
+        _check_int(self, "image_size", minimum=32)
         _check_int(self, "symbol_variants", minimum=1)
         _check_int(self, "max_steps", minimum=0)
         _check_int(self, "keep_checkpoints", minimum=0)
@@ -97,6 +113,16 @@ class TrainConfig:
             raise ValueError(f"max_logit_scale must be in (1, 100], got {self.max_logit_scale!r}")
         if self.loss not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {LOSS_KINDS}, got {self.loss!r}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 to leave galaxies for training, got "
+                f"{self.val_fraction} + {self.test_fraction}"
+            )
+        if self.device != "auto" and self.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {self.device!r}")
         if not 0 < self.crop_fraction <= 1:
             raise ValueError(f"crop_fraction must be in (0, 1], got {self.crop_fraction!r}")
         if self.symbols not in ("builtin", "none") and not Path(self.symbols).is_dir():
@@ -126,6 +152,12 @@ class TrainConfig:
         mine = self.to_dict()
         keys = (set(mine) | set(other)) - NON_DEFINING_KEYS
         return {k: (other.get(k), mine.get(k)) for k in sorted(keys) if other.get(k) != mine.get(k)}
+
+
+def _check_number(config: TrainConfig, name: str) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def _check_int(config: TrainConfig, name: str, minimum: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ from galaxalign.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-# Files and folders that a run writes; ``overwrite=True`` removes these and nothing else.
-RUN_OUTPUTS = (
+# Files that a run writes at its top level; ``overwrite=True`` removes these, the
+# checkpoints and embeddings the run wrote, and nothing else.
+RUN_FILES = (
     "config.json",
     "split.json",
     "schema.json",
@@ -28,9 +28,12 @@ RUN_OUTPUTS = (
     "steps.jsonl",
     "metrics.json",
     "metrics_stage1.json",
-    "checkpoints",
-    "embeddings",
 )
+RUN_EMBEDDINGS = ("test.npz",)
+
+# ``prepare`` returns this in place of a stage when the newest finished stage only lacks
+# its test metrics (for example after a crash during the final evaluation).
+EVALUATE_ONLY = 0
 
 
 class RunDirectoryError(RuntimeError):
@@ -145,34 +148,36 @@ class RunDirectory:
     def prepare(self, config: TrainConfig, overwrite: bool = False) -> int:
         """Check the folder against ``config`` and return the first stage still to train.
 
-        A new or empty folder (executed notebooks and hidden files aside) gets a
-        fresh ``config.json``. A folder of the same run continues with stage 2
-        when only stage 1 is finished. Anything else raises
-        :class:`RunDirectoryError` naming what is there, unless ``overwrite``
-        is set: then the run's own outputs (``RUN_OUTPUTS``) are deleted and the
-        run starts over; other files are left alone.
+        Nothing is written here, so a run that fails on a bad parameter can be
+        started again with the parameter fixed. A new or empty folder (executed
+        notebooks and hidden files aside) starts a new run. A folder of the same
+        run continues with stage 2 when only stage 1 is finished, and returns
+        ``EVALUATE_ONLY`` when the newest finished stage lacks ``metrics.json``.
+        Anything else raises :class:`RunDirectoryError` naming what is there.
+        ``overwrite=True`` allows starting over in a folder that contains an
+        earlier galaxalign run (see :meth:`start`), but never in a folder of
+        files that galaxalign did not write.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        if overwrite:
-            self.clear()
-            self.write_config(config)
-            return 1 if config.epochs_stage1 > 0 else 2
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirectoryError(f"run_dir {self.path} is a file; pass the path of a folder")
+        first_stage = 1 if config.epochs_stage1 > 0 else 2
 
         if not self.config_path.exists():
-            foreign = [p.name for p in self.path.iterdir() if not _ignorable(p)]
+            foreign = [p.name for p in self.path.iterdir() if not _ignorable(p)] if self.path.is_dir() else []
             if foreign:
                 raise RunDirectoryError(
-                    f"run_dir {self.path} is not empty ({', '.join(sorted(foreign)[:5])}) and holds no "
+                    f"run_dir {self.path} is not empty ({', '.join(sorted(foreign)[:5])}) and contains no "
                     "galaxalign run (no config.json); choose a new or empty folder"
                 )
-            self.write_config(config)
-            return 1 if config.epochs_stage1 > 0 else 2
+            return first_stage
+        if overwrite:
+            return first_stage
 
         differences = config.differences(self.read_config())
         if differences:
             listed = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in differences.items())
             raise RunDirectoryError(
-                f"run_dir {self.path} holds a different run ({listed}). Choose a new run_dir, or pass "
+                f"run_dir {self.path} contains a different run ({listed}). Choose a new run_dir, or pass "
                 "overwrite=True to delete that run's outputs and start over"
             )
         return self._next_stage(config)
@@ -181,6 +186,8 @@ class RunDirectory:
         stage1, stage2 = self.stage_status(1), self.stage_status(2)
         restart_hint = "pass overwrite=True to start this run over, or choose a new run_dir"
         if stage2.latest is not None:
+            if stage2.complete and not self.metrics_path.exists():
+                return EVALUATE_ONLY
             state = "finished" if stage2.complete else "was interrupted"
             raise RunDirectoryError(f"run_dir {self.path}: stage 2 of this run {state}; {restart_hint}")
         if config.epochs_stage1 == 0:
@@ -193,6 +200,8 @@ class RunDirectory:
                 + restart_hint
             )
         if config.stage == 1:
+            if not self.metrics_path.exists():
+                return EVALUATE_ONLY
             raise RunDirectoryError(
                 f"run_dir {self.path}: stage 1 of this run already finished; run stage=2 to continue "
                 f"it, or {restart_hint}"
@@ -200,14 +209,32 @@ class RunDirectory:
         logger.info("stage 1 already finished in %s; continuing with stage 2", self.path)
         return 2
 
+    def start(self, config: TrainConfig, overwrite: bool = False) -> None:
+        """Create the folder, delete an earlier run's outputs when ``overwrite`` is set, and write ``config.json``.
+
+        Call after :meth:`prepare` accepted the folder. Keeps an existing
+        ``config.json`` of the same run (whose parameters already match).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        if overwrite and self.config_path.exists():
+            self.clear()
+        if not self.config_path.exists():
+            self.write_config(config)
+
     def clear(self) -> None:
-        """Delete this run's outputs (and only those) from the folder."""
-        for name in RUN_OUTPUTS:
-            target = self.path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
+        """Delete the files this run wrote (and only those), then any folders that became empty."""
+        targets = [self.path / name for name in RUN_FILES]
+        for stage in (1, 2):
+            folder = self.checkpoint_dir(stage)
+            if folder.is_dir():
+                targets += list(folder.glob("epoch_*.pt")) + list(folder.glob("epoch_*.pt.tmp"))
+        targets += [self.embeddings_dir / name for name in RUN_EMBEDDINGS]
+        for target in targets:
+            if target.is_file():
                 target.unlink()
+        for folder in (self.checkpoint_dir(1), self.checkpoint_dir(2), self.path / "checkpoints", self.embeddings_dir):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         logger.info("removed the outputs of the previous run in %s", self.path)
 
     def write_config(self, config: TrainConfig) -> None:

@@ -31,7 +31,13 @@ from galaxalign.models import ImageNormalization, TriModalCLIP, build_model
 from galaxalign.schema import ClassSchema, MorphologyClass
 from galaxalign.symbols import SymbolBank, save_symbol_sheet
 from galaxalign.train.config import TrainConfig
-from galaxalign.train.rundir import RunDirectory, atomic_torch_save, atomic_write_text
+from galaxalign.train.rundir import (
+    EVALUATE_ONLY,
+    RunDirectory,
+    RunDirectoryError,
+    atomic_torch_save,
+    atomic_write_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,9 +79,16 @@ class PreparedData:
         return self.pixel_rows[positions]
 
 
-def prepare_data(config: TrainConfig, run: RunDirectory) -> PreparedData:
-    """Read the dataset, build or reuse the decoded-image cache, and load or write the split."""
-    dataset = read_dataset(config.dataset, config.data_dir, download=config.download)
+def prepare_data(config: TrainConfig, run: RunDirectory, reuse_split: bool = True) -> PreparedData:
+    """Read the dataset, build or reuse the decoded-image cache, and load or draw the split.
+
+    A split already in the run directory is reused when ``reuse_split`` is set,
+    after checking that it covers exactly the galaxies read now. A new split is
+    returned unsaved: the trainer writes it once the whole run has been checked.
+    """
+    # A user who skips unreadable images expects missing ones skipped too.
+    options = {"skip_missing": True} if config.dataset == "catalog" and config.skip_unreadable else {}
+    dataset = read_dataset(config.dataset, config.data_dir, download=config.download, **options)
     logger.info("read %d galaxies from %s: %s", len(dataset), dataset.source, dataset.class_counts())
 
     cached = cache_images(
@@ -90,19 +103,53 @@ def prepare_data(config: TrainConfig, run: RunDirectory) -> PreparedData:
         logger.warning("left out %d unreadable images", len(dataset) - len(pixel_rows))
         dataset = dataset.subset(pixel_rows)
 
-    if run.split_path.exists():
+    if reuse_split and run.split_path.exists():
         split = Split.load(run.split_path)
+        check_split_matches(split, dataset, run)
         logger.info("reusing the split in %s", run.split_path)
     else:
         split = stratified_split(
             dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
         )
-        split.save(run.split_path)
     train, val, test = split.indices(dataset)
     logger.info("split: %d train, %d validation, %d test galaxies", len(train), len(val), len(test))
-    if len(train) < 2:
-        raise ValueError(f"the training split of {dataset.source} has {len(train)} galaxies; need at least 2")
+    check_split_sizes(dataset, train, test, config)
     return PreparedData(dataset, cached.array, pixel_rows, split, train, val, test)
+
+
+def check_split_matches(split: Split, dataset: GalaxyDataset, run: RunDirectory) -> None:
+    """Raise unless the saved split covers exactly the galaxies of ``dataset``."""
+    saved = set(split.train) | set(split.val) | set(split.test)
+    current = set(dataset.ids.tolist())
+    if saved == current:
+        return
+    added, removed = sorted(current - saved), sorted(saved - current)
+    raise RunDirectoryError(
+        f"the data changed since {run.split_path} was written: {len(added)} galaxies added "
+        f"(e.g. {added[:3]}) and {len(removed)} removed (e.g. {removed[:3]}). A run must keep its "
+        "galaxies; use a new run_dir, or pass overwrite=True to start this run over"
+    )
+
+
+def check_split_sizes(dataset: GalaxyDataset, train: np.ndarray, test: np.ndarray, config: TrainConfig) -> None:
+    """Raise before any training when the split leaves too few galaxies to train or to score."""
+    if len(train) < 2:
+        raise ValueError(
+            f"the training split of {dataset.source} has {len(train)} galaxies; need at least 2"
+        )
+    if len(test) == 0:
+        raise ValueError(
+            f"the test split of {dataset.source} is empty with test_fraction={config.test_fraction} "
+            f"and classes of {sorted(set(dataset.class_counts().values()))} galaxies; raise "
+            "test_fraction or add galaxies"
+        )
+    test_counts = np.bincount(dataset.labels[test])
+    if test_counts.max() < 2:
+        raise ValueError(
+            f"no class has two galaxies in the test split of {dataset.source} ({len(test)} galaxies), "
+            f"so similarity search cannot be scored; raise test_fraction (now {config.test_fraction}) "
+            "or add galaxies"
+        )
 
 
 def schema_with_symbols(schema: ClassSchema, symbols: str) -> ClassSchema:
@@ -168,11 +215,11 @@ class Trainer:
         self.device = resolve_device(config.device)
         logger.info("run directory %s, device %s", self.run.path, self.device)
 
+        # Everything that can fail on a user's data or parameters happens before the
+        # run directory is written, so a corrected call can start the run again.
         torch.manual_seed(config.seed)
-        self.data = prepare_data(config, self.run)
+        self.data = prepare_data(config, self.run, reuse_split=not overwrite)
         self.schema = schema_with_symbols(self.data.dataset.schema, config.symbols)
-        self.schema.save(self.run.schema_path)
-
         self.model, self.normalization = build_model(
             config.model,
             self.schema,
@@ -181,24 +228,31 @@ class Trainer:
             quick_gelu=config.quick_gelu,
         )
         self.model.to(self.device)
-        self.symbol_bank = self._build_symbol_bank()
+        bank = None
+        if config.uses_symbols:
+            bank = SymbolBank(self.schema, config.image_size, config.symbol_variants, config.seed)
+
+        self.run.start(config, overwrite=overwrite)
+        if overwrite or not self.run.split_path.exists():
+            self.data.split.save(self.run.split_path)
+        self.schema.save(self.run.schema_path)
+        self.symbol_images = bank.images if bank is not None else None
+        self.symbol_bank = self._symbol_bank_tensor(bank)
         self.global_step = 0
 
-    def _build_symbol_bank(self) -> torch.Tensor | None:
-        """Draw the symbol variants once; return them normalised on the device, (C, V, 3, S, S)."""
-        if not self.config.uses_symbols:
+    def _symbol_bank_tensor(self, bank: SymbolBank | None) -> torch.Tensor | None:
+        """Save the symbol sheet and return the symbol variants normalised on the device, (C, V, 3, S, S)."""
+        if bank is None:
             return None
-        bank = SymbolBank(
-            self.schema, self.config.image_size, n_variants=self.config.symbol_variants, seed=self.config.seed
-        )
         save_symbol_sheet(self.run.symbols_path, self.schema)
-        self.symbol_images = bank.images
         flat = torch.from_numpy(bank.images.reshape(-1, *bank.images.shape[2:])).to(self.device)
         pixels = normalize(to_float_nchw(flat), self.normalization)
         return pixels.reshape(*bank.images.shape[:2], *pixels.shape[1:])
 
     def run_all(self) -> dict[str, Any]:
         """Train the stages still to do, evaluate on the test split and return the final metrics."""
+        if self.first_stage == EVALUATE_ONLY:
+            return self._evaluate_finished_stage()
         if self.first_stage == 2 and self.config.epochs_stage1 > 0:
             self._load_weights(self.run.stage_status(1).latest)
         if self.first_stage == 1:
@@ -213,13 +267,21 @@ class Trainer:
         self.train_stage(2, self.config.epochs_stage2)
         return self.finish(stage=2)
 
+    def _evaluate_finished_stage(self) -> dict[str, Any]:
+        stage = 2 if self.run.stage_status(2).complete else 1
+        if stage == 2 and self.config.uses_symbols:
+            self.model.split_symbol_tower()
+        self._load_weights(self.run.stage_status(stage).latest)
+        logger.info("stage %d of this run finished without test metrics; evaluating it now", stage)
+        return self.finish(stage=stage)
+
     def _load_weights(self, checkpoint: Path | None) -> None:
         if checkpoint is None:
-            raise FileNotFoundError(f"no stage-1 checkpoint in {self.run.checkpoint_dir(1)}")
+            raise FileNotFoundError(f"no finished checkpoint in {self.run.path / 'checkpoints'}")
         state = torch.load(checkpoint, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.global_step = int(state["step"])
-        logger.info("loaded stage-1 weights from %s", checkpoint)
+        logger.info("loaded the weights of %s", checkpoint)
 
     def train_stage(self, stage: int, epochs: int) -> None:
         """Train one stage for ``epochs`` epochs (or ``max_steps`` steps), checkpointing every epoch."""

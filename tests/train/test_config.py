@@ -49,5 +49,31 @@ def test_differences_ignore_stage_and_device():
     first = TrainConfig(stage=1, device="cpu")
     second = TrainConfig(stage=2, device="cuda")
     assert second.differences(first.to_dict()) == {}
-    third = TrainConfig(stage=2, lr=5e-4)
-    assert third.differences(first.to_dict()) == {"lr": (1e-3, 5e-4)}
+    third = TrainConfig(stage=2, lr=1e-3)
+    assert third.differences(first.to_dict()) == {"lr": (5e-4, 1e-3)}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "val_fraction \\+ test_fraction must be below 1"),
+        ({"test_fraction": -0.1}, r"test_fraction must be in \[0, 1\)"),
+        ({"image_size": 24}, "image_size must be an integer >= 32"),
+        ({"device": "gpu"}, "device must be 'auto', 'cpu'"),
+        ({"lr": "1e-3"}, "lr must be a finite number, got '1e-3'"),
+        ({"lr": float("inf")}, "lr must be a finite number"),
+    ],
+)
+def test_more_invalid_parameters(parameters: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**parameters)
+
+
+def test_paths_and_numpy_scalars_accepted(tmp_path: Path):
+    import numpy as np
+
+    config = TrainConfig(dataset="catalog", data_dir=tmp_path, batch_size=np.int64(8), lr=np.float32(0.5))
+    assert config.data_dir == str(tmp_path)
+    assert config.batch_size == 8
+    assert type(config.batch_size) is int
+    assert config.lr == 0.5

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from galaxalign.data import CatalogError
 from galaxalign.train import TrainConfig, Trainer, train
 from galaxalign.train.rundir import RunDirectoryError
 
@@ -117,3 +118,70 @@ def test_symbol_folder_replaces_builtin_symbols(small_catalog: Path, tmp_path: P
     Image.new("L", (40, 40), color=255).save(folder / "merger.png")
     trainer = Trainer(small_config(small_catalog, symbols=str(folder)), tmp_path / "run2")
     assert trainer.schema.classes[5].symbol == str(folder / "merger.png")
+
+
+def broken_catalog(small_catalog: Path, folder: Path) -> tuple[Path, str, str]:
+    """Copy the small catalog, truncate one JPEG and delete another; return the CSV and both ids."""
+    import csv
+    import shutil
+
+    shutil.copytree(small_catalog.parent, folder)
+    with (folder / "catalog.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    truncated, deleted = rows[0], rows[1]
+    (folder / truncated["file"]).write_bytes((folder / truncated["file"]).read_bytes()[:200])
+    (folder / deleted["file"]).unlink()
+    return folder / "catalog.csv", truncated["objid"], deleted["objid"]
+
+
+def test_missing_image_stops_with_file_name(small_catalog: Path, tmp_path: Path):
+    catalog, _, deleted = broken_catalog(small_catalog, tmp_path / "catalog")
+    with pytest.raises(CatalogError, match=f"{deleted}.jpeg.*skip_missing=True"):
+        Trainer(small_config(catalog), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_skip_unreadable_leaves_out_broken_images(small_catalog: Path, tmp_path: Path):
+    catalog, truncated, deleted = broken_catalog(small_catalog, tmp_path / "catalog")
+    trainer = Trainer(small_config(catalog, skip_unreadable=True), tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    every_id = split["train"] + split["val"] + split["test"]
+    assert len(every_id) == 46
+    assert truncated not in every_id
+    assert deleted not in every_id
+    assert len(trainer.data.dataset) == 46
+
+
+def test_failed_start_leaves_no_run(small_catalog: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="unknown model 'smal'"):
+        train(small_config(small_catalog, model="smal"), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    metrics = train(small_config(small_catalog), run_dir=tmp_path / "run")
+    assert metrics["n_test"] == 12
+
+
+def test_empty_test_split_rejected_before_training(small_catalog: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="test split of .* is empty with test_fraction=0.0"):
+        Trainer(small_config(small_catalog, test_fraction=0.0), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_changed_catalog_rejected_on_continue(small_catalog: Path, tmp_path: Path):
+    import shutil
+
+    folder = tmp_path / "catalog"
+    shutil.copytree(small_catalog.parent, folder)
+    train(small_config(folder / "catalog.csv", stage=1), run_dir=tmp_path / "run")
+    lines = (folder / "catalog.csv").read_text().splitlines()
+    (folder / "catalog.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(RunDirectoryError, match="the data changed since .* 0 galaxies added .* 1 removed"):
+        train(small_config(folder / "catalog.csv", stage=2), run_dir=tmp_path / "run")
+
+
+def test_missing_metrics_are_recomputed(small_catalog: Path, tmp_path: Path):
+    first = train(small_config(small_catalog), run_dir=tmp_path)
+    (tmp_path / "metrics.json").unlink()
+    again = train(small_config(small_catalog), run_dir=tmp_path)
+    assert again["accuracy"] == pytest.approx(first["accuracy"])
+    assert again["map"] == pytest.approx(first["map"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["stage"] == 2
