@@ -96,7 +96,7 @@ def create_clip(
     model_name, default_weights = resolve_model_name(model)
     if pretrained == "default":
         pretrained = default_weights
-    if pretrained in _NO_WEIGHTS:
+    if pretrained is None or pretrained.strip().lower() in _NO_WEIGHTS:
         pretrained = None
     if pretrained is not None and not os.path.isfile(pretrained):
         known = open_clip.list_pretrained_tags_by_model(model_name)

@@ -6,6 +6,7 @@ import csv
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -511,16 +512,34 @@ def _names_by_label(csv_path: Path, rows: Sequence[_CatalogRow]) -> list[str]:
     return [name_of[label][0] for label in range(count)]
 
 
+# An id such as "5.88849E+17" is an integer objid that a spreadsheet rounded and
+# wrote in scientific notation.
+_SCIENTIFIC_ID = re.compile(r"^[+-]?\d(\.\d+)?[eE][+-]?\d+$")
+_ROUNDED_ID_HINT = (
+    " Ids like this are integer objids that a spreadsheet rounded to scientific notation, which "
+    "loses digits: export the column as text from the original catalog."
+)
+
+
 def _check_unique_ids(csv_path: Path, rows: Sequence[_CatalogRow], id_column: str) -> None:
     first_row: dict[str, _CatalogRow] = {}
     for row in rows:
         if row.objid in first_row:
+            hint = _ROUNDED_ID_HINT if _SCIENTIFIC_ID.match(row.objid) else ""
             raise CatalogError(
                 f"{_where(csv_path, row)}: object id {row.objid!r} repeats row "
                 f"{first_row[row.objid].number} (ids come from the {id_column!r} column, or from "
-                "the file name stem without it); remove the duplicate row or give it its own id"
+                "the file name stem without it); remove the duplicate row or give it its own id."
+                + hint
             )
         first_row[row.objid] = row
+    rounded = [row for row in rows if _SCIENTIFIC_ID.match(row.objid)]
+    if rounded:
+        warnings.warn(
+            f"{_where(csv_path, rounded[0])}: object id {rounded[0].objid!r} and {len(rounded) - 1} "
+            f"more are in scientific notation.{_ROUNDED_ID_HINT}",
+            stacklevel=4,
+        )
 
 
 def _resolve_image_files(

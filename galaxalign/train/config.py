@@ -79,7 +79,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid parameter and its allowed values."""
-        if self.stage not in (1, 2):
+        if isinstance(self.stage, bool) or not isinstance(self.stage, int) or self.stage not in (1, 2):
             raise ValueError(
                 f"stage must be 1 (warm-up only) or 2 (warm-up, then joint training), got {self.stage!r}"
             )

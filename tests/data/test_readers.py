@@ -601,3 +601,18 @@ def test_catalog_not_utf8_names_file(tmp_path: Path, galaxies):
 def test_catalog_semicolon_header_hint(tmp_path: Path, galaxies):
     message = _catalog_error(tmp_path, galaxies, ["objid;file;class_name", "1;a.png;elliptical"])
     assert "separated by ';'" in message
+
+
+def test_catalog_spreadsheet_rounded_ids(tmp_path: Path, galaxies):
+    lines = ["objid,file,class_name", "5.88849E+17,a.png,elliptical", "5.88849E+17,b.png,merger"]
+    message = _catalog_error(tmp_path, galaxies, lines)
+    assert "repeats row 1" in message
+    assert "scientific notation" in message
+
+
+def test_catalog_scientific_ids_warn(tmp_path: Path, galaxies):
+    _write_images(tmp_path, galaxies[:2], ["a.png", "b.png"])
+    lines = ["objid,file,class_name", "5.8E+17,images/a.png,elliptical", "5.9E+17,images/b.png,merger"]
+    catalog = _write_catalog(tmp_path, lines)
+    with pytest.warns(UserWarning, match="'5.8E\\+17' and 1 more are in scientific notation"):
+        read_catalog(catalog)

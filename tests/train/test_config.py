@@ -10,6 +10,8 @@ from galaxalign.train.config import TrainConfig
     [
         ({"stage": 3}, "stage must be 1 .* got 3"),
         ({"stage": "2"}, "stage must be 1 .* got '2'"),
+        ({"stage": True}, "stage must be 1 .* got True"),
+        ({"stage": 2.0}, "stage must be 1 .* got 2.0"),
         ({"dataset": "sdss"}, "dataset must be one of .* got 'sdss'"),
         ({"dataset": "catalog"}, "dataset='catalog' needs data_dir"),
         ({"batch_size": 1}, "batch_size must be an integer >= 2, got 1"),
