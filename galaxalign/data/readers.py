@@ -237,7 +237,7 @@ def _check_layout(h5: h5py.File, file: Path, expected: dict[str, str]) -> None:
         )
     if images.dtype != np.uint8:
         raise InvalidDatasetError(
-            f"{file}: dataset {images_name!r} holds {images.dtype} pixels, expected uint8 (0-255). "
+            f"{file}: dataset {images_name!r} contains {images.dtype} pixels, expected uint8 (0-255). "
             "Convert the images to uint8 before writing the file, because other pixel types have "
             "no agreed brightness scale"
         )

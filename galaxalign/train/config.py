@@ -87,12 +87,14 @@ class TrainConfig:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.dataset == "catalog" and not self.data_dir:
             raise ValueError("dataset='catalog' needs data_dir: the catalog CSV or a folder with catalog.csv")
+
         _check_int(self, "epochs_stage1", minimum=0)
         _check_int(self, "epochs_stage2", minimum=0)
         if self.stage == 1 and self.epochs_stage1 == 0:
             raise ValueError("stage=1 needs epochs_stage1 >= 1")
         if self.stage == 2 and self.epochs_stage2 == 0:
             raise ValueError("stage=2 needs epochs_stage2 >= 1 (use stage=1 for the warm-up alone)")
+
         for name in ("lr", "weight_decay", "warmup_fraction", "grad_clip", "max_logit_scale",
                      "crop_fraction", "val_fraction", "test_fraction"):
             _check_number(self, name)
@@ -103,6 +105,7 @@ class TrainConfig:
         _check_int(self, "max_steps", minimum=0)
         _check_int(self, "keep_checkpoints", minimum=0)
         _check_int(self, "seed", minimum=0)
+
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.weight_decay < 0:
@@ -113,6 +116,7 @@ class TrainConfig:
             raise ValueError(f"max_logit_scale must be in (1, 100], got {self.max_logit_scale!r}")
         if self.loss not in LOSS_KINDS:
             raise ValueError(f"loss must be one of {LOSS_KINDS}, got {self.loss!r}")
+
         for name in ("val_fraction", "test_fraction"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")

@@ -587,7 +587,7 @@ def test_schema_from_names_matches_built_schema(tmp_path: Path, galaxies):
 
 def test_galaxy10_non_uint8_pixels_rejected(tmp_path: Path, galaxies):
     _write_galaxy10(tmp_path / "Galaxy10_DECals.h5", galaxies[:2].astype(np.uint16), [0, 1])
-    with pytest.raises(InvalidDatasetError, match="Galaxy10_DECals.h5: dataset 'images' holds uint16 pixels"):
+    with pytest.raises(InvalidDatasetError, match="Galaxy10_DECals.h5: dataset 'images' contains uint16 pixels"):
         read_galaxy10(tmp_path)
 
 
