@@ -199,7 +199,7 @@ def schema_from_names(
     if symbols is None:
         found = [_symbol_for_name(n, SYMBOL_RECIPES) for n in class_names]
         symbols = [recipe or "dont_know" for recipe in found]
-        missing = [n for n, recipe in zip(class_names, found) if recipe is None]
+        missing = [n for n, recipe in zip(class_names, found, strict=True) if recipe is None]
         if missing:
             warnings.warn(
                 f"no built-in symbol recipe is named like classes {missing}; they get the "
@@ -220,7 +220,7 @@ def schema_from_names(
         mirror_map = tuple(mirror) if mirror is not None else None
     classes = tuple(
         MorphologyClass(name=n, description=d, symbol=s)
-        for n, d, s in zip(class_names, descriptions, symbols)
+        for n, d, s in zip(class_names, descriptions, symbols, strict=True)
     )
     return ClassSchema(name=name, classes=classes, mirror=mirror_map)
 
@@ -308,9 +308,7 @@ GZ1 = ClassSchema(
     mirror=(0, 2, 1, 3, 4, 5),
 )
 
-BUILTIN_SCHEMAS: dict[str, ClassSchema] = {
-    s.name: s for s in (GALAXY10_DECALS, GALAXY_MNIST, GZ1)
-}
+BUILTIN_SCHEMAS: dict[str, ClassSchema] = {s.name: s for s in (GALAXY10_DECALS, GALAXY_MNIST, GZ1)}
 
 
 def get_schema(name: str) -> ClassSchema:

@@ -49,7 +49,9 @@ def sample_mosaic(
         members = np.flatnonzero(labels == label)
         chosen = rng.choice(members, size=min(per_class, len(members)), replace=False)
         for column, galaxy in enumerate(np.sort(chosen)):
-            mosaic[label * step : label * step + size, column * step : column * step + size] = pixels[rows[galaxy]]
+            mosaic[label * step : label * step + size, column * step : column * step + size] = pixels[
+                rows[galaxy]
+            ]
     return mosaic
 
 
@@ -69,7 +71,7 @@ def sample_grid(
     figure.update_yaxes(
         tickmode="array",
         tickvals=[i * step + step / 2 for i in range(len(schema))],
-        ticktext=[f"{name} ({count})" for name, count in zip(schema.names, counts)],
+        ticktext=[f"{name} ({count})" for name, count in zip(schema.names, counts, strict=True)],
     )
     figure.update_xaxes(showticklabels=False)
     figure.update_layout(
@@ -113,7 +115,9 @@ def loss_curves(run_dir: str | Path, smooth: int = 10) -> go.Figure:
     return figure
 
 
-def metrics_table(metrics: Mapping[str, Any], keys: Sequence[str] = ("accuracy", "macro_f1", "map_at_5", "map")) -> pd.DataFrame:
+def metrics_table(
+    metrics: Mapping[str, Any], keys: Sequence[str] = ("accuracy", "macro_f1", "map_at_5", "map")
+) -> pd.DataFrame:
     """One-row table of the headline test metrics, rounded to 3 decimals, with the test-set size."""
     row = {key: round(float(metrics[key]), 3) for key in keys if key in metrics}
     row["n_test"] = int(metrics.get("n_test", 0))

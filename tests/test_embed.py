@@ -19,7 +19,9 @@ def mean_colour(pixels: torch.Tensor) -> torch.Tensor:
 def test_embed_pixels_batches_in_order():
     pixels = np.zeros((5, 4, 4, 3), dtype=np.uint8)
     pixels[:, :, :, 0] = np.arange(5)[:, None, None] * 51
-    features = embed_pixels(mean_colour, pixels, np.array([4, 0, 2]), IDENTITY, torch.device("cpu"), batch_size=2)
+    features = embed_pixels(
+        mean_colour, pixels, np.array([4, 0, 2]), IDENTITY, torch.device("cpu"), batch_size=2
+    )
     assert features.dtype == np.float32
     assert features[:, 0].tolist() == pytest.approx([0.8, 0.0, 0.4])
     assert features[:, 1].tolist() == [0.0, 0.0, 0.0]
@@ -27,7 +29,9 @@ def test_embed_pixels_batches_in_order():
 
 def test_embed_pixels_rejects_empty_split():
     with pytest.raises(ValueError, match="the split is empty"):
-        embed_pixels(mean_colour, np.zeros((2, 4, 4, 3), np.uint8), np.array([], int), IDENTITY, torch.device("cpu"))
+        embed_pixels(
+            mean_colour, np.zeros((2, 4, 4, 3), np.uint8), np.array([], int), IDENTITY, torch.device("cpu")
+        )
 
 
 def test_symbol_embeddings_are_normalised_means():
@@ -47,8 +51,14 @@ def test_symbol_embeddings_are_normalised_means():
 def test_embeddings_round_trip(tmp_path: Path):
     ids = np.array(["588848901537202306", "588848901532418163"])
     vectors = np.array([[1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
-    path = save_embeddings(tmp_path / "embeddings" / "test.npz", ids, np.array([0, 5]), vectors, GZ1,
-                           text_embeddings=np.eye(6, 2, dtype=np.float32))
+    path = save_embeddings(
+        tmp_path / "embeddings" / "test.npz",
+        ids,
+        np.array([0, 5]),
+        vectors,
+        GZ1,
+        text_embeddings=np.eye(6, 2, dtype=np.float32),
+    )
     loaded = load_embeddings(path)
     assert loaded["ids"].tolist() == ids.tolist()
     assert loaded["labels"].tolist() == [0, 5]

@@ -45,7 +45,9 @@ def test_class_aware_equals_clip_when_labels_distinct():
     b = F.normalize(torch.randn(10, 6), dim=1)
     scale = torch.tensor(10.0)
     labels = torch.arange(10)
-    assert class_aware_loss(a, b, scale, labels).item() == pytest.approx(clip_loss(a, b, scale).item(), rel=1e-6)
+    assert class_aware_loss(a, b, scale, labels).item() == pytest.approx(
+        clip_loss(a, b, scale).item(), rel=1e-6
+    )
 
 
 def test_contrastive_loss_rejects_unknown_kind():

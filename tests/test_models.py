@@ -49,7 +49,9 @@ def test_weights_load_from_local_file(tmp_path: Path):
     weights = tmp_path / "small.pt"
     torch.save(source.clip.state_dict(), weights)
     loaded, _ = build_model("small", GZ1, image_size=64, pretrained=str(weights))
-    for (name, a), (_, b) in zip(source.clip.state_dict().items(), loaded.clip.state_dict().items()):
+    for (name, a), (_, b) in zip(
+        source.clip.state_dict().items(), loaded.clip.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -84,7 +86,9 @@ def test_openai_tag_turns_on_quick_gelu(monkeypatch: pytest.MonkeyPatch):
         raise RuntimeError("Failed to download weights for tag 'openai': no network")
 
     monkeypatch.setattr(open_clip, "create_model", fake_create_model)
-    with pytest.raises(WeightsNotFoundError, match="huggingface.co/timm/vit_base_patch16_clip_224.openai") as error:
+    with pytest.raises(
+        WeightsNotFoundError, match="huggingface.co/timm/vit_base_patch16_clip_224.openai"
+    ) as error:
         create_clip("vit-b-16")
     assert seen["name"] == "ViT-B-16"
     assert seen["force_quick_gelu"] is True
@@ -94,7 +98,9 @@ def test_openai_tag_turns_on_quick_gelu(monkeypatch: pytest.MonkeyPatch):
 def test_local_openai_file_without_quick_gelu_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     weights = tmp_path / "openai-vit-b-16.bin"
     weights.write_bytes(b"")
-    monkeypatch.setattr(open_clip, "create_model", lambda name, **kwargs: (_ for _ in ()).throw(RuntimeError("stop")))
+    monkeypatch.setattr(
+        open_clip, "create_model", lambda name, **kwargs: (_ for _ in ()).throw(RuntimeError("stop"))
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(WeightsNotFoundError, match="RuntimeError: stop"):

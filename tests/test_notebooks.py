@@ -18,7 +18,13 @@ def test_train_notebook_smoke_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     papermill.execute_notebook(
         str(REPOSITORY / "notebooks" / "train.ipynb"),
         str(output),
-        parameters={"stage": 2, "max_steps": 3, "epochs_stage1": 1, "epochs_stage2": 1, "run_dir": str(run_dir)},
+        parameters={
+            "stage": 2,
+            "max_steps": 3,
+            "epochs_stage1": 1,
+            "epochs_stage2": 1,
+            "run_dir": str(run_dir),
+        },
         progress_bar=False,
         cwd=str(tmp_path),
     )

@@ -57,7 +57,11 @@ def test_loss_curves_without_logs(tmp_path: Path):
 
 def test_metrics_tables_round_values():
     metrics = {
-        "accuracy": 0.91234, "macro_f1": 0.5, "map_at_5": 0.66666, "map": 0.7, "n_test": 12,
+        "accuracy": 0.91234,
+        "macro_f1": 0.5,
+        "map_at_5": 0.66666,
+        "map": 0.7,
+        "n_test": 12,
         "per_class": {"elliptical": {"precision": 0.12345, "recall": 1.0, "f1": 0.2, "support": 3}},
     }
     table = metrics_table(metrics)

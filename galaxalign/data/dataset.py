@@ -84,9 +84,7 @@ class GalaxyDataset:
         unique_ids, counts = np.unique(self.ids, return_counts=True)
         if (counts > 1).any():
             repeated = unique_ids[counts > 1][:5].tolist()
-            raise ValueError(
-                f"{self.source}: object ids must be unique, but {repeated} occur more than once"
-            )
+            raise ValueError(f"{self.source}: object ids must be unique, but {repeated} occur more than once")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -107,9 +105,7 @@ class GalaxyDataset:
             schema=self.schema,
             source=self.source,
             rows=self.rows[indices],  # type: ignore[index]
-            canonical_split=(
-                self.canonical_split[indices] if self.canonical_split is not None else None
-            ),
+            canonical_split=(self.canonical_split[indices] if self.canonical_split is not None else None),
             extra=(
                 {name: values[indices] for name, values in self.extra.items()}
                 if self.extra is not None
@@ -119,7 +115,7 @@ class GalaxyDataset:
 
     def class_counts(self) -> dict[str, int]:
         counts = np.bincount(self.labels, minlength=len(self.schema))
-        return {name: int(c) for name, c in zip(self.schema.names, counts)}
+        return {name: int(c) for name, c in zip(self.schema.names, counts, strict=True)}
 
     def positions_of(self, ids: Sequence[str]) -> np.ndarray:
         """Return the positions of the given object ids; raise ``KeyError`` naming any unknown id."""

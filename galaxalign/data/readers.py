@@ -369,7 +369,9 @@ def _parse_catalog(
         if missing:
             separator_hint = ""
             if len(header) == 1 and any(mark in header[0] for mark in ";\t|"):
-                separator_hint = " The header looks separated by ';', tab or '|': save the catalog with commas."
+                separator_hint = (
+                    " The header looks separated by ';', tab or '|': save the catalog with commas."
+                )
             raise CatalogError(
                 f"{csv_path} lacks the columns {missing}; its header has {header}. Rename the "
                 "columns, or pass file_column=, label_column= or class_column= with the names "
@@ -529,8 +531,7 @@ def _check_unique_ids(csv_path: Path, rows: Sequence[_CatalogRow], id_column: st
             raise CatalogError(
                 f"{_where(csv_path, row)}: object id {row.objid!r} repeats row "
                 f"{first_row[row.objid].number} (ids come from the {id_column!r} column, or from "
-                "the file name stem without it); remove the duplicate row or give it its own id."
-                + hint
+                "the file name stem without it); remove the duplicate row or give it its own id." + hint
             )
         first_row[row.objid] = row
     rounded = [row for row in rows if _SCIENTIFIC_ID.match(row.objid)]

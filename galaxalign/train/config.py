@@ -33,6 +33,8 @@ class TrainConfig:
     ``<class_name>.png`` (or .jpg). ``max_steps`` caps the optimizer steps of
     each stage (0 = no cap), for smoke runs. ``image_size`` is in pixels;
     ``crop_fraction`` keeps the central fraction of each cutout before resizing.
+    ``stage2_lr_scale`` multiplies ``lr`` for stage 2, whose optimizer restarts
+    its warm-up from the stage-1 weights.
     ``download`` fetches Galaxy10 or GalaxyMNIST into ``data_dir`` when missing.
     """
 
@@ -48,6 +50,7 @@ class TrainConfig:
     epochs_stage2: int = 18
     batch_size: int = 64
     lr: float = 5e-4
+    stage2_lr_scale: float = 1.0
     weight_decay: float = 0.05
     warmup_fraction: float = 0.1
     grad_clip: float = 1.0
@@ -95,8 +98,18 @@ class TrainConfig:
         if self.stage == 2 and self.epochs_stage2 == 0:
             raise ValueError("stage=2 needs epochs_stage2 >= 1 (use stage=1 for the warm-up alone)")
 
-        for name in ("lr", "weight_decay", "warmup_fraction", "grad_clip", "max_logit_scale",
-                     "crop_fraction", "val_fraction", "test_fraction"):
+        numbers = (
+            "lr",
+            "stage2_lr_scale",
+            "weight_decay",
+            "warmup_fraction",
+            "grad_clip",
+            "max_logit_scale",
+            "crop_fraction",
+            "val_fraction",
+            "test_fraction",
+        )
+        for name in numbers:
             _check_number(self, name)
         _check_int(self, "batch_size", minimum=2)
         # The small preset's ConvNeXt downsamples by 32, so smaller inputs vanish.
@@ -108,6 +121,8 @@ class TrainConfig:
 
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if not self.stage2_lr_scale > 0:
+            raise ValueError(f"stage2_lr_scale must be positive, got {self.stage2_lr_scale!r}")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0 <= self.warmup_fraction < 1:

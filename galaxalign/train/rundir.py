@@ -210,7 +210,7 @@ class RunDirectory:
         return 2
 
     def start(self, config: TrainConfig, overwrite: bool = False) -> None:
-        """Create the folder, delete an earlier run's outputs when ``overwrite`` is set, and write ``config.json``.
+        """Create the folder, clear an earlier run when ``overwrite`` is set, and write ``config.json``.
 
         Call after :meth:`prepare` accepted the folder. Keeps an existing
         ``config.json`` of the same run (whose parameters already match).
@@ -232,7 +232,12 @@ class RunDirectory:
         for target in targets:
             if target.is_file():
                 target.unlink()
-        for folder in (self.checkpoint_dir(1), self.checkpoint_dir(2), self.path / "checkpoints", self.embeddings_dir):
+        for folder in (
+            self.checkpoint_dir(1),
+            self.checkpoint_dir(2),
+            self.path / "checkpoints",
+            self.embeddings_dir,
+        ):
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         logger.info("removed the outputs of the previous run in %s", self.path)

@@ -27,7 +27,7 @@ from galaxalign.embed import (
 )
 from galaxalign.losses import stage1_loss, stage2_loss
 from galaxalign.metrics import classification_metrics, retrieval_metrics
-from galaxalign.models import ImageNormalization, TriModalCLIP, build_model
+from galaxalign.models import build_model
 from galaxalign.schema import ClassSchema, MorphologyClass
 from galaxalign.symbols import SymbolBank, save_symbol_sheet
 from galaxalign.train.config import TrainConfig
@@ -131,12 +131,12 @@ def check_split_matches(split: Split, dataset: GalaxyDataset, run: RunDirectory)
     )
 
 
-def check_split_sizes(dataset: GalaxyDataset, train: np.ndarray, test: np.ndarray, config: TrainConfig) -> None:
+def check_split_sizes(
+    dataset: GalaxyDataset, train: np.ndarray, test: np.ndarray, config: TrainConfig
+) -> None:
     """Raise before any training when the split leaves too few galaxies to train or to score."""
     if len(train) < 2:
-        raise ValueError(
-            f"the training split of {dataset.source} has {len(train)} galaxies; need at least 2"
-        )
+        raise ValueError(f"the training split of {dataset.source} has {len(train)} galaxies; need at least 2")
     if len(test) == 0:
         raise ValueError(
             f"the test split of {dataset.source} is empty with test_fraction={config.test_fraction} "
@@ -292,15 +292,20 @@ class Trainer:
         total_steps = epochs * steps_per_epoch
         if config.max_steps:
             total_steps = min(total_steps, config.max_steps)
-        optimizer = make_optimizer(self.model, config.lr, config.weight_decay)
+        peak_lr = config.lr if stage == 1 else config.lr * config.stage2_lr_scale
+        optimizer = make_optimizer(self.model, peak_lr, config.weight_decay)
         scheduler = cosine_schedule(optimizer, total_steps, config.warmup_fraction)
         generator = torch.Generator().manual_seed(config.seed * 1000 + stage)
-        logger.info("stage %d: %d epochs, %d steps of batch %d", stage, epochs, total_steps, config.batch_size)
+        logger.info(
+            "stage %d: %d epochs, %d steps of batch %d", stage, epochs, total_steps, config.batch_size
+        )
 
         stage_step = 0
         for epoch in range(1, epochs + 1):
             started = time.perf_counter()
-            losses = self._train_epoch(stage, epoch, optimizer, scheduler, generator, steps_per_epoch, total_steps - stage_step)
+            losses = self._train_epoch(
+                stage, epoch, optimizer, scheduler, generator, steps_per_epoch, total_steps - stage_step
+            )
             stage_step += len(losses)
             complete = epoch == epochs or stage_step >= total_steps
             validation = self.validate()
@@ -317,7 +322,11 @@ class Trainer:
             self.run.append_jsonl(self.run.metrics_log_path, record)
             logger.info(
                 "stage %d epoch %d: loss %.4f, validation accuracy %.3f, macro F1 %.3f",
-                stage, epoch, record["train_loss"], validation["accuracy"], validation["macro_f1"],
+                stage,
+                epoch,
+                record["train_loss"],
+                validation["accuracy"],
+                validation["macro_f1"],
             )
             self.save_checkpoint(stage, epoch, optimizer, scheduler, complete)
             if complete:
@@ -364,10 +373,16 @@ class Trainer:
         """
         images = torch.from_numpy(np.ascontiguousarray(self.data.pixels[self.data.rows(positions)]))
         labels = torch.from_numpy(self.data.dataset.labels[positions])
-        pixels, labels = random_affine(to_float_nchw(images.to(self.device)), labels, self.schema.mirror, generator)
+        pixels, labels = random_affine(
+            to_float_nchw(images.to(self.device)), labels, self.schema.mirror, generator
+        )
         pixels = normalize(pixels, self.normalization)
         classes, per_galaxy = torch.unique(labels, return_inverse=True)
-        classes, per_galaxy, labels = classes.to(self.device), per_galaxy.to(self.device), labels.to(self.device)
+        classes, per_galaxy, labels = (
+            classes.to(self.device),
+            per_galaxy.to(self.device),
+            labels.to(self.device),
+        )
 
         with autocast_context(self.device):
             image_features = self.model.encode_image(pixels)
@@ -454,10 +469,18 @@ class Trainer:
             symbols = embed_symbol_bank(self.model, self.symbol_images, self.normalization, self.device)
         labels = data.dataset.labels[test]
         save_embeddings(
-            self.run.embeddings_dir / "test.npz", data.dataset.ids[test], labels, embeddings, self.schema, text, symbols
+            self.run.embeddings_dir / "test.npz",
+            data.dataset.ids[test],
+            labels,
+            embeddings,
+            self.schema,
+            text,
+            symbols,
         )
 
-        classification = classification_metrics(labels, zero_shot_predict(embeddings, text), self.schema.names)
+        classification = classification_metrics(
+            labels, zero_shot_predict(embeddings, text), self.schema.names
+        )
         retrieval = retrieval_metrics(embeddings, labels, k=5)
         metrics: dict[str, Any] = {
             "accuracy": classification["accuracy"],
@@ -470,19 +493,30 @@ class Trainer:
             "confusion": classification["confusion"],
         }
         if symbols is not None:
-            by_symbol = classification_metrics(labels, zero_shot_predict(embeddings, symbols), self.schema.names)
+            by_symbol = classification_metrics(
+                labels, zero_shot_predict(embeddings, symbols), self.schema.names
+            )
             metrics["symbol_accuracy"] = by_symbol["accuracy"]
             metrics["symbol_macro_f1"] = by_symbol["macro_f1"]
         atomic_write_text(self.run.metrics_path, json.dumps(metrics, indent=2) + "\n")
         logger.info(
             "test: accuracy %.3f, macro F1 %.3f, mAP@5 %.3f, mAP %.3f (%d galaxies); wrote %s",
-            metrics["accuracy"], metrics["macro_f1"], metrics["map_at_5"], metrics["map"], len(test),
+            metrics["accuracy"],
+            metrics["macro_f1"],
+            metrics["map_at_5"],
+            metrics["map"],
+            len(test),
             self.run.metrics_path,
         )
         return metrics
 
 
-def train(config: TrainConfig | None = None, run_dir: str | Path = "runs/demo", overwrite: bool = False, **parameters: Any) -> dict[str, Any]:
+def train(
+    config: TrainConfig | None = None,
+    run_dir: str | Path = "runs/demo",
+    overwrite: bool = False,
+    **parameters: Any,
+) -> dict[str, Any]:
     """Train a run end to end and return its test metrics.
 
     Pass a :class:`TrainConfig` or its fields as keyword arguments, e.g.

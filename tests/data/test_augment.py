@@ -69,8 +69,12 @@ def test_round_galaxy_survives_rotation():
     disk = np.exp(-(x**2 + y**2) / (2 * 6.0**2)).astype(np.float32)
     pixels = torch.from_numpy(np.broadcast_to(disk, (16, 3, size, size)).copy())
     out, _ = random_affine(
-        pixels, torch.zeros(16, dtype=torch.long), None, torch.Generator().manual_seed(5),
-        scale_range=(1.0, 1.0), max_shift=0.0,
+        pixels,
+        torch.zeros(16, dtype=torch.long),
+        None,
+        torch.Generator().manual_seed(5),
+        scale_range=(1.0, 1.0),
+        max_shift=0.0,
     )
     # Inside the inscribed circle a centred Gaussian is unchanged by rotation up to
     # interpolation error; the corners are filled from outside the cutout.

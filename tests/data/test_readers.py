@@ -587,13 +587,17 @@ def test_schema_from_names_matches_built_schema(tmp_path: Path, galaxies):
 
 def test_galaxy10_non_uint8_pixels_rejected(tmp_path: Path, galaxies):
     _write_galaxy10(tmp_path / "Galaxy10_DECals.h5", galaxies[:2].astype(np.uint16), [0, 1])
-    with pytest.raises(InvalidDatasetError, match="Galaxy10_DECals.h5: dataset 'images' contains uint16 pixels"):
+    with pytest.raises(
+        InvalidDatasetError, match="Galaxy10_DECals.h5: dataset 'images' contains uint16 pixels"
+    ):
         read_galaxy10(tmp_path)
 
 
 def test_catalog_not_utf8_names_file(tmp_path: Path, galaxies):
     _write_images(tmp_path, galaxies[:1], ["a.png"])
-    (tmp_path / "catalog.csv").write_bytes("objid,file,class_name\n1,a.png,elliptical\u00e9\n".encode("latin-1"))
+    (tmp_path / "catalog.csv").write_bytes(
+        "objid,file,class_name\n1,a.png,elliptical\u00e9\n".encode("latin-1")
+    )
     with pytest.raises(CatalogError, match="catalog.csv is not valid UTF-8 text.*save the catalog as UTF-8"):
         read_catalog(tmp_path / "catalog.csv")
 

@@ -13,8 +13,16 @@ from galaxalign.train.rundir import RunDirectoryError
 
 def small_config(catalog: Path, **overrides) -> TrainConfig:
     parameters = dict(
-        dataset="catalog", data_dir=str(catalog), batch_size=16, image_size=32, epochs_stage1=1,
-        epochs_stage2=1, max_steps=2, symbol_variants=2, val_fraction=0.25, test_fraction=0.25,
+        dataset="catalog",
+        data_dir=str(catalog),
+        batch_size=16,
+        image_size=32,
+        epochs_stage1=1,
+        epochs_stage2=1,
+        max_steps=2,
+        symbol_variants=2,
+        val_fraction=0.25,
+        test_fraction=0.25,
         device="cpu",
     )
     parameters.update(overrides)
