@@ -8,6 +8,8 @@ BIN := $(VENV)/bin
 #   make demo TORCH_SPEC="torch==2.5.1 torchvision==0.20.1"
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 RUN_DIR ?= runs/demo-$(shell date +%Y%m%d-%H%M%S)
+# Extra notebook parameters, e.g. a smoke run: make demo NOTEBOOK_ARGS="-p max_steps 3"
+NOTEBOOK_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test clean-venv
@@ -23,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	mkdir -p $(RUN_DIR)
-	$(BIN)/papermill notebooks/train.ipynb $(RUN_DIR)/train.ipynb -p run_dir $(RUN_DIR)
+	$(BIN)/papermill notebooks/train.ipynb $(RUN_DIR)/train.ipynb -p run_dir $(RUN_DIR) $(NOTEBOOK_ARGS)
 	@echo "Run finished: metrics in $(RUN_DIR)/metrics.json, executed notebook $(RUN_DIR)/train.ipynb"
 
 test: setup
