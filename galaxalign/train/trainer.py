@@ -461,7 +461,7 @@ class Trainer:
     def finish(self, stage: int) -> dict[str, Any]:
         """Embed the test split, write embeddings and ``metrics.json``, and return the metrics."""
         data = self.data
-        test = data.test if len(data.test) else data.val
+        test = data.test
         embeddings = self.embed_split(test, "test")
         text = embed_prompts(self.model, self.device)
         symbols = None
