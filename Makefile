@@ -24,6 +24,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	@if [ -e "$(RUN_DIR)/train.ipynb" ]; then \
+		echo "$(RUN_DIR)/train.ipynb exists; choose another RUN_DIR so that notebook is kept"; exit 1; fi
 	mkdir -p $(RUN_DIR)
 	$(BIN)/papermill notebooks/train.ipynb $(RUN_DIR)/train.ipynb -p run_dir $(RUN_DIR) $(NOTEBOOK_ARGS)
 	@echo "Run finished: metrics in $(RUN_DIR)/metrics.json, executed notebook $(RUN_DIR)/train.ipynb"

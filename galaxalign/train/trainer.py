@@ -297,7 +297,7 @@ class Trainer:
         scheduler = cosine_schedule(optimizer, total_steps, config.warmup_fraction)
         generator = torch.Generator().manual_seed(config.seed * 1000 + stage)
         logger.info(
-            "stage %d: %d epochs, %d steps of batch %d", stage, epochs, total_steps, config.batch_size
+            "stage %d: %d steps of batch %d (up to %d epochs)", stage, total_steps, config.batch_size, epochs
         )
 
         stage_step = 0
