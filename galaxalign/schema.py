@@ -225,16 +225,24 @@ def schema_from_names(
     return ClassSchema(name=name, classes=classes, mirror=mirror_map)
 
 
+def _builtin_class(key: str) -> MorphologyClass | None:
+    """Return the class of a built-in schema whose name is ``key`` (already normalised), if any."""
+    for schema in BUILTIN_SCHEMAS.values():
+        for c in schema.classes:
+            if c.name == key:
+                return c
+    return None
+
+
 def _symbol_for_name(name: str, recipes: Mapping[str, object]) -> str | None:
     """Return the symbol recipe for a class name: a recipe of that name, or the symbol a
     built-in schema gives a class of that name ("elliptical" -> "smooth_round")."""
     key = normalize_class_name(name)
     if key in recipes:
         return key
-    for schema in BUILTIN_SCHEMAS.values():
-        for c in schema.classes:
-            if c.name == key:
-                return c.symbol
+    builtin = _builtin_class(key)
+    if builtin is not None:
+        return builtin.symbol
     return _SYMBOL_SYNONYMS.get(key)
 
 
@@ -243,8 +251,6 @@ _SYMBOL_SYNONYMS = {
     "smooth": "smooth_round",
     "round": "smooth_round",
     "lenticular": "edge_on_bulge",
-    "edge_on_disk": "edge_on_no_bulge",
-    "merging": "merger",
     "irregular": "disturbed",
     "star": "dont_know",
     "artifact": "dont_know",
@@ -256,10 +262,9 @@ _SYMBOL_SYNONYMS = {
 def _description_from_name(name: str) -> str:
     """Return the prompt phrase for a class name, reusing a built-in schema's phrase where one fits."""
     key = normalize_class_name(name)
-    for schema in BUILTIN_SCHEMAS.values():
-        for c in schema.classes:
-            if c.name == key:
-                return c.description
+    builtin = _builtin_class(key)
+    if builtin is not None:
+        return builtin.description
     text = key.replace("_", " ").replace("edge on", "edge-on")
     return text if "galax" in text else f"{text} galaxy"
 

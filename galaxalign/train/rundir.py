@@ -138,7 +138,8 @@ class RunDirectory:
         if not found:
             return StageStatus(latest=None, complete=False)
         latest = found[-1]
-        state = torch.load(latest, map_location="cpu", weights_only=True)
+        # A memory map reads only the "complete" flag, not the weights and optimizer state.
+        state = torch.load(latest, map_location="cpu", weights_only=True, mmap=True)
         return StageStatus(latest=latest, complete=bool(state.get("complete", False)))
 
     def read_config(self) -> dict[str, Any]:
@@ -256,11 +257,6 @@ class RunDirectory:
     def append_jsonl(self, path: Path, record: dict[str, Any]) -> None:
         with path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-
-    def read_jsonl(self, path: Path) -> list[dict[str, Any]]:
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     def prune_checkpoints(self, stage: int, keep: int) -> None:
         """Delete all but the newest ``keep`` checkpoints of ``stage`` (``keep=0`` keeps all)."""

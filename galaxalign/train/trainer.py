@@ -254,7 +254,7 @@ class Trainer:
         if self.first_stage == EVALUATE_ONLY:
             return self._evaluate_finished_stage()
         if self.first_stage == 2 and self.config.epochs_stage1 > 0:
-            self._load_weights(self.run.stage_status(1).latest)
+            self._load_weights(self.run.checkpoints(1)[-1])
         if self.first_stage == 1:
             self.train_stage(1, self.config.epochs_stage1)
             if self.config.stage == 1:
@@ -268,16 +268,15 @@ class Trainer:
         return self.finish(stage=2)
 
     def _evaluate_finished_stage(self) -> dict[str, Any]:
-        stage = 2 if self.run.stage_status(2).complete else 1
+        # prepare() chose this path only when the newest stage with checkpoints finished.
+        stage = 2 if self.run.checkpoints(2) else 1
         if stage == 2 and self.config.uses_symbols:
             self.model.split_symbol_tower()
-        self._load_weights(self.run.stage_status(stage).latest)
+        self._load_weights(self.run.checkpoints(stage)[-1])
         logger.info("stage %d of this run finished without test metrics; evaluating it now", stage)
         return self.finish(stage=stage)
 
-    def _load_weights(self, checkpoint: Path | None) -> None:
-        if checkpoint is None:
-            raise FileNotFoundError(f"no finished checkpoint in {self.run.path / 'checkpoints'}")
+    def _load_weights(self, checkpoint: Path) -> None:
         state = torch.load(checkpoint, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.global_step = int(state["step"])
