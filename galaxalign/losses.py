@@ -3,8 +3,9 @@
 Each loss compares two batches of L2-normalised embeddings row by row:
 row i of ``a`` and row i of ``b`` belong to the same galaxy (or class).
 Embeddings of prompts and symbols are usually computed once per distinct
-class in a batch and expanded to one row per galaxy with an index, which
-costs nothing here because the (B, B) logit matrix is tiny next to the towers.
+class in a batch and expanded to one row per galaxy with an index. The
+expansion costs nothing here, because the (B, B) logit matrix is tiny next
+to the towers.
 """
 
 from __future__ import annotations

@@ -91,7 +91,8 @@ def create_clip(
     local weights file, ``None`` for random initialisation, or "default" for
     the preset's own weights. ``quick_gelu=None`` turns QuickGELU on where the
     tag was trained with it (OpenAI's ViT weights); pass ``True`` when loading
-    OpenAI weights from a local file, since a bare file does not say.
+    OpenAI weights from a local file, because a bare file does not record its
+    activation.
     """
     model_name, default_weights = resolve_model_name(model)
     if pretrained == "default":
@@ -168,7 +169,7 @@ def create_clip(
 class TriModalCLIP(nn.Module):
     """A CLIP model with a third tower for schematic symbols.
 
-    In stage 1 the symbol tower is the image tower itself; ``split_symbol_tower``
+    In stage 1 the symbol tower is the image tower itself. ``split_symbol_tower``
     starts stage 2 by making the symbol tower a copy of the trained image tower.
     All ``encode_*`` methods take normalised float pixels (B, 3, H, W) or
     token ids (B, L) and return L2-normalised embeddings (B, D).

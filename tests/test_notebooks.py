@@ -32,7 +32,7 @@ def test_train_notebook_smoke_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("accuracy", "macro_f1", "map_at_5", "map"):
         assert 0.0 <= metrics[key] <= 1.0, key
-    # The demo split holds 15% of each class in the test part.
+    # The demo split puts 15% of each class in the test part.
     assert metrics["n_test"] == 849
     for name in ("config.json", "split.json", "schema.json", "symbols.png", "metrics.jsonl"):
         assert (run_dir / name).exists(), name

@@ -253,7 +253,7 @@ def _read_labels(h5: h5py.File, file: Path, labels_name: str) -> np.ndarray:
     if not np.issubdtype(values.dtype, np.integer):
         if not np.issubdtype(values.dtype, np.floating) or not np.all(np.mod(values, 1) == 0):
             raise InvalidDatasetError(
-                f"{file}: dataset {labels_name!r} holds {values.dtype} values that are not "
+                f"{file}: dataset {labels_name!r} contains {values.dtype} values that are not "
                 "integer class labels"
             )
     return values.astype(np.int64)

@@ -137,7 +137,9 @@ def stratified_split(
     if tags is not None:
         unknown = sorted(set(tags.tolist()) - {"train", "test"})
         if unknown:
-            raise ValueError(f"{dataset.source}: canonical_split holds {unknown}; expected 'train' or 'test'")
+            raise ValueError(
+                f"{dataset.source}: canonical_split contains {unknown}; expected 'train' or 'test'"
+            )
         part_of[tags == "test"] = 2
         pool = np.flatnonzero(tags == "train")
         logger.info(

@@ -196,7 +196,7 @@ class RunDirectory:
         if stage1.latest is None:
             return 1
         if not stage1.complete:
-            # NOTE: the checkpoint holds optimizer and scheduler state, but resuming a stage
+            # NOTE: the checkpoint contains optimizer and scheduler state, but resuming a stage
             # mid-way (sampler and augmentation streams included) is not built yet.
             raise RunDirectoryError(
                 f"run_dir {self.path}: stage 1 of this run was interrupted at {stage1.latest.name}; "

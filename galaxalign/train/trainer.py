@@ -62,9 +62,9 @@ def resolve_device(name: str) -> torch.device:
 class PreparedData:
     """A dataset with its decoded-image cache and split, ready for training.
 
-    ``pixels`` is the (N, S, S, 3) uint8 cache; ``pixel_rows[i]`` is the cache
-    row of galaxy ``i`` of ``dataset``; ``train``, ``val`` and ``test`` are
-    positions in ``dataset``.
+    ``pixels`` is the (N, S, S, 3) uint8 cache, and ``pixel_rows[i]`` is the
+    cache row of galaxy ``i`` of ``dataset``. ``train``, ``val`` and ``test``
+    are positions in ``dataset``.
     """
 
     dataset: GalaxyDataset
@@ -364,10 +364,10 @@ class Trainer:
     def train_step(
         self, stage: int, positions: np.ndarray, optimizer: torch.optim.Optimizer, generator: torch.Generator
     ) -> dict[str, float]:
-        """One optimizer step on the galaxies at ``positions``; return the loss and its parts.
+        """Take one optimizer step on the galaxies at ``positions`` and return the loss and its parts.
 
-        Each distinct prompt in the batch is encoded once, and each class's
-        symbol once (one random variant per class per step); the embeddings
+        Each distinct prompt in the batch is encoded once, and so is each
+        class's symbol (one random variant per class per step). The embeddings
         are then expanded to one row per galaxy.
         """
         images = torch.from_numpy(np.ascontiguousarray(self.data.pixels[self.data.rows(positions)]))

@@ -64,7 +64,8 @@ def test_checkpoint_holds_plain_data(small_catalog: Path, tmp_path: Path):
     split = json.loads((tmp_path / "split.json").read_text())
     assert state["split"]["test"] == split["test"]
     assert any(key.startswith("symbol_visual.") for key in state["model"])
-    assert "optimizer" in state and "scheduler" in state
+    assert "optimizer" in state
+    assert "scheduler" in state
 
 
 def test_same_seed_same_weights(small_catalog: Path, tmp_path: Path):
