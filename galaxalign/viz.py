@@ -1,4 +1,4 @@
-"""Figures and tables for notebooks: sample galaxies, loss curves and metric tables."""
+"""Figures and tables for notebooks: sample galaxies, loss curves, metric tables and retrieval galleries."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from matplotlib.figure import Figure
 from plotly.subplots import make_subplots
 
 from galaxalign.schema import ClassSchema
@@ -127,3 +129,85 @@ def metrics_table(
 def per_class_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Precision, recall, F1 and support per class from ``metrics["per_class"]``."""
     return pd.DataFrame(metrics["per_class"]).T.round(3)
+
+
+def confusion_figure(
+    confusions: Mapping[str, Sequence[Sequence[int]]], class_names: Sequence[str], columns: int = 3
+) -> Figure:
+    """Draw one confusion matrix per method: rows are true classes, colour is the row fraction.
+
+    ``confusions`` maps a method name to its matrix of counts (true class by
+    predicted class, both in ``class_names`` order). Each cell shows its count.
+    A matplotlib figure is used so it shows in exported HTML and saves as PNG.
+    """
+    n_methods = len(confusions)
+    if n_methods == 0:
+        raise ValueError("confusions is empty; pass at least one method's confusion matrix")
+    columns = min(columns, n_methods)
+    n_rows = -(-n_methods // columns)
+    n_classes = len(class_names)
+    cell = 0.45 * n_classes + 1.5
+    figure, axes = plt.subplots(n_rows, columns, figsize=(cell * columns, cell * n_rows), squeeze=False)
+    for axis, (method, counts) in zip(axes.flat, confusions.items(), strict=False):
+        matrix = np.asarray(counts, dtype=np.float64)
+        totals = matrix.sum(axis=1, keepdims=True)
+        fractions = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+        axis.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+        for (row, column), count in np.ndenumerate(matrix):
+            colour = "white" if fractions[row, column] > 0.6 else "black"
+            axis.text(column, row, f"{int(count)}", ha="center", va="center", fontsize=8, color=colour)
+        axis.set_title(method)
+        axis.set_xticks(range(n_classes), class_names, rotation=60, ha="right", fontsize=8)
+        axis.set_yticks(range(n_classes), class_names, fontsize=8)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+    for axis in list(axes.flat)[n_methods:]:
+        axis.axis("off")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def retrieval_gallery(
+    query_images: np.ndarray,
+    neighbour_images: np.ndarray,
+    query_captions: Sequence[str],
+    neighbour_captions: Sequence[Sequence[str]],
+    title: str | None = None,
+) -> Figure:
+    """Draw query galaxies in the top row and their nearest neighbours below, one column per query.
+
+    ``query_images`` is (Q, S, S, 3) uint8 and ``neighbour_images`` is
+    (Q, K, S, S, 3) uint8, best neighbour first. Captions go under each
+    image, for example the label, or the similarity and label of a neighbour.
+    """
+    n_queries, n_neighbours = neighbour_images.shape[:2]
+    if len(query_images) != n_queries or len(query_captions) != n_queries:
+        raise ValueError(
+            f"got {len(query_images)} query images and {len(query_captions)} captions for "
+            f"{n_queries} columns of neighbours; pass one per query"
+        )
+    figure, axes = plt.subplots(
+        n_neighbours + 1, n_queries, figsize=(1.6 * n_queries, 1.75 * (n_neighbours + 1)), squeeze=False
+    )
+    for column in range(n_queries):
+        axes[0, column].imshow(query_images[column])
+        axes[0, column].set_title(query_captions[column], fontsize=7, color="tab:red")
+        for row in range(n_neighbours):
+            axes[row + 1, column].imshow(neighbour_images[column, row])
+            axes[row + 1, column].set_title(neighbour_captions[column][row], fontsize=7)
+    for axis in axes.flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    for axis in axes[0]:
+        for spine in axis.spines.values():
+            spine.set_color("tab:red")
+            spine.set_linewidth(2)
+    axes[0, 0].set_ylabel("query", fontsize=8)
+    if n_neighbours:
+        axes[1, 0].set_ylabel("nearest", fontsize=8)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

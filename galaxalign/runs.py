@@ -1,0 +1,283 @@
+"""Finished runs: load the trained model of a run directory and embed galaxies with it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+
+from galaxalign.data.cache import cache_images
+from galaxalign.data.dataset import GalaxyDataset
+from galaxalign.data.readers import read_dataset
+from galaxalign.embed import EmbeddingSet, embed_prompts, embed_symbol_draws, write_embedding_set
+from galaxalign.models import ImageNormalization, TriModalCLIP, build_model, resolve_model_name
+from galaxalign.schema import ClassSchema
+from galaxalign.symbols import SymbolBank
+from galaxalign.train.config import TrainConfig
+from galaxalign.train.rundir import RunDirectory, RunDirectoryError
+from galaxalign.train.trainer import prepare_data, resolve_device
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FinishedRun:
+    """A run directory whose newest stage finished, with its model loaded from that stage's checkpoint.
+
+    ``stage`` is the stage whose final checkpoint ``checkpoint`` holds, and
+    ``step`` the optimizer step it was written at. ``model`` is in eval mode on
+    ``device``; ``normalization`` is the pixel normalisation it was trained with.
+    """
+
+    run: RunDirectory
+    config: TrainConfig
+    schema: ClassSchema
+    stage: int
+    checkpoint: Path
+    step: int
+    model: TriModalCLIP
+    normalization: ImageNormalization
+    device: torch.device
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+
+def weights_normalization(model: str, pretrained: str | None) -> ImageNormalization | None:
+    """Return the pixel normalisation of an open_clip weights tag, or None when it has no recorded one.
+
+    A finished run is rebuilt without downloading its pre-trained weights,
+    because its checkpoint contains all weights. The normalisation that came
+    with those weights is therefore looked up by tag.
+    """
+    model_name, default_weights = resolve_model_name(model)
+    tag = default_weights if pretrained == "default" else pretrained
+    if not tag or tag not in open_clip.list_pretrained_tags_by_model(model_name):
+        return None
+    config = open_clip.get_pretrained_cfg(model_name, tag)
+    if "mean" not in config or "std" not in config:
+        return None
+    return ImageNormalization(mean=tuple(config["mean"]), std=tuple(config["std"]))  # type: ignore[arg-type]
+
+
+def finished_stage(run: RunDirectory) -> tuple[int, Path]:
+    """Return the newest finished stage of ``run`` and its final checkpoint.
+
+    Raises :class:`RunDirectoryError` when the folder is not a galaxalign run
+    or no stage has finished, saying how to finish it.
+    """
+    if not run.path.is_dir():
+        raise RunDirectoryError(f"run_dir {run.path} does not exist; pass the folder of a training run")
+    if not run.config_path.is_file():
+        raise RunDirectoryError(
+            f"run_dir {run.path} contains no config.json, so it is not a galaxalign training run; "
+            "pass the run_dir that train.ipynb or galaxalign.train() wrote"
+        )
+    for stage in (2, 1):
+        status = run.stage_status(stage)
+        if status.latest is None:
+            continue
+        if status.complete:
+            return stage, status.latest
+        raise RunDirectoryError(
+            f"run_dir {run.path}: stage {stage} has not finished (newest checkpoint {status.latest.name} "
+            "is mid-stage). Finish training by running train.ipynb again with this run_dir, then evaluate"
+        )
+    raise RunDirectoryError(
+        f"run_dir {run.path} contains no checkpoint of a finished stage; train it with train.ipynb "
+        "(same run_dir) before evaluating"
+    )
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
+    """Load the model of the newest finished stage of a run directory, ready to embed galaxies.
+
+    The model is rebuilt from ``config.json`` without downloading weights,
+    because the checkpoint contains all of them. ``device`` is "auto", "cpu",
+    "cuda" or "mps".
+    """
+    run = RunDirectory(run_dir)
+    stage, checkpoint = finished_stage(run)
+    config = TrainConfig.from_dict(run.read_config())
+    if not run.schema_path.is_file():
+        raise RunDirectoryError(
+            f"run_dir {run.path} has no schema.json; the run is incomplete, train it again"
+        )
+    schema = ClassSchema.load(run.schema_path)
+    target = resolve_device(device)
+
+    model, normalization = build_model(
+        config.model,
+        schema,
+        pretrained=None,
+        image_size=config.image_size,
+        quick_gelu=_resolved_quick_gelu(config),
+    )
+    normalization = weights_normalization(config.model, config.pretrained) or normalization
+    if stage == 2 and config.uses_symbols:
+        model.split_symbol_tower()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    model.to(target).eval()
+    logger.info("loaded stage %d of %s from %s (step %d)", stage, run.path, checkpoint.name, state["step"])
+    return FinishedRun(
+        run=run,
+        config=config,
+        schema=schema,
+        stage=stage,
+        checkpoint=checkpoint,
+        step=int(state["step"]),
+        model=model,
+        normalization=normalization,
+        device=target,
+    )
+
+
+def _resolved_quick_gelu(config: TrainConfig) -> bool:
+    """Return the activation the run trained with, which its weights tag decided when not given."""
+    if config.quick_gelu is not None:
+        return bool(config.quick_gelu)
+    model_name, default_weights = resolve_model_name(config.model)
+    tag = default_weights if config.pretrained == "default" else config.pretrained
+    if not tag or tag not in open_clip.list_pretrained_tags_by_model(model_name):
+        return False
+    return bool(open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
+
+
+SPLITS = ("train", "val", "test", "all")
+
+
+@dataclass
+class RunImages:
+    """Decoded galaxies for a finished run: its own dataset and split, or another catalog with its classes.
+
+    ``pixels`` is the (M, S, S, 3) uint8 decoded-image cache at the run's
+    image size and ``pixel_rows[i]`` is the cache row of galaxy ``i`` of
+    ``dataset``. ``splits`` maps "train", "val", "test" and "all" to positions
+    in ``dataset``; a foreign catalog has "all" only. ``foreign`` is True for a
+    dataset other than the one the run trained on.
+    """
+
+    dataset: GalaxyDataset
+    pixels: np.ndarray
+    pixel_rows: np.ndarray
+    splits: dict[str, np.ndarray]
+    foreign: bool
+
+    def positions(self, split: str) -> np.ndarray:
+        if split not in self.splits:
+            available = ", ".join(self.splits)
+            hint = " (another catalog is evaluated whole: use split='all')" if self.foreign else ""
+            raise ValueError(
+                f"unknown split {split!r} for {self.dataset.source}; use one of {available}{hint}"
+            )
+        return self.splits[split]
+
+    def thumbnails(self, ids: Sequence[str]) -> np.ndarray:
+        """Return the cached images of the galaxies with these object ids, (len(ids), S, S, 3) uint8."""
+        position_of = {object_id: i for i, object_id in enumerate(self.dataset.ids)}
+        missing = [object_id for object_id in ids if object_id not in position_of]
+        if missing:
+            raise KeyError(f"object ids {missing[:5]} are not in {self.dataset.source}")
+        positions = np.array([position_of[object_id] for object_id in ids], dtype=np.int64)
+        return np.asarray(self.pixels[self.pixel_rows[positions]])
+
+
+def load_run_images(
+    run: FinishedRun, dataset: str | None = None, data_dir: str | Path | None = None
+) -> RunImages:
+    """Read and cache the galaxies a finished run is evaluated on.
+
+    With ``dataset=None`` these are the run's own galaxies with its saved
+    split. Otherwise ``dataset`` and ``data_dir`` name another data set, as
+    :func:`galaxalign.data.read_dataset` takes them, whose class names must be
+    the run's, in the same order; all its galaxies form the "all" split.
+    """
+    config = run.config
+    if dataset is None:
+        data = prepare_data(config, run.run, reuse_split=True)
+        splits = {"train": data.train, "val": data.val, "test": data.test}
+        splits["all"] = np.arange(len(data.dataset))
+        return RunImages(data.dataset, data.pixels, data.pixel_rows, splits, foreign=False)
+
+    other = read_dataset(dataset, data_dir, download=config.download)
+    if list(other.schema.names) != list(run.schema.names):
+        raise ValueError(
+            f"{other.source} has the classes {list(other.schema.names)} but run {run.path} was trained on "
+            f"{list(run.schema.names)}; evaluate on a catalog with the run's classes in its label order"
+        )
+    cached = cache_images(
+        other,
+        size=config.image_size,
+        crop_fraction=config.crop_fraction,
+        cache_dir=config.cache_dir,
+        skip_unreadable=config.skip_unreadable,
+    )
+    pixel_rows = np.asarray(cached.kept, dtype=np.int64)
+    if len(pixel_rows) < len(other):
+        logger.warning("left out %d unreadable images of %s", len(other) - len(pixel_rows), other.source)
+        other = other.subset(pixel_rows)
+    return RunImages(other, cached.array, pixel_rows, {"all": np.arange(len(other))}, foreign=True)
+
+
+def embed_run(
+    run: FinishedRun,
+    images: RunImages,
+    split: str = "test",
+    symbol_variants: int = 32,
+    chunk_size: int = 4096,
+) -> EmbeddingSet:
+    """Embed one split of ``images`` with the run's towers into the run directory, resuming where it stopped.
+
+    Writes ``embeddings/<split>/`` for the run's own galaxies and
+    ``embeddings/<dataset>-<split>/`` for another catalog: image embeddings
+    with object ids and labels, the class prompts' embeddings, and
+    ``symbol_variants`` drawings of each class symbol (seed 0) through the
+    symbol tower. Everything after this step reads these files, not the model.
+    """
+    positions = images.positions(split)
+    dataset = images.dataset
+    name = split if not images.foreign else f"{_folder_name(dataset.source)}-{split}"
+    source = {
+        "checkpoint": run.checkpoint.name,
+        "stage": run.stage,
+        "step": run.step,
+        "dataset": dataset.source,
+        "split": split,
+        "image_size": run.config.image_size,
+        "crop_fraction": run.config.crop_fraction,
+        "symbol_variants": symbol_variants if run.config.uses_symbols else 0,
+    }
+    model = run.model
+    text = embed_prompts(model, run.device)
+    symbol_draws = None
+    if run.config.uses_symbols:
+        bank = SymbolBank(run.schema, run.config.image_size, symbol_variants, seed=0)
+        symbol_draws = embed_symbol_draws(model, bank.images, run.normalization, run.device)
+    return write_embedding_set(
+        run.run.embeddings_dir / name,
+        model.encode_image,
+        images.pixels,
+        images.pixel_rows[positions],
+        dataset.ids[positions],
+        dataset.labels[positions],
+        run.normalization,
+        run.device,
+        run.schema.names,
+        text,
+        symbol_draws,
+        source,
+        chunk_size=chunk_size,
+    )
+
+
+def _folder_name(source: str) -> str:
+    """Turn a dataset source (a name or a path) into a short folder name."""
+    stem = Path(str(source).rstrip("/")).stem or "dataset"
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40]
