@@ -215,14 +215,14 @@ def write_embedding_set(
     images_path = folder / "images.npy"
     partial_path = folder / "images.partial.npy"
 
+    finished = finished_embedding_set(folder, source, count)
+    if finished is not None:
+        return finished
     manifest = _read_manifest(manifest_path)
     source = json.loads(json.dumps(source))
     if manifest is not None and (manifest.get("source") != source or manifest.get("count") != count):
         logger.warning("embeddings in %s belong to another checkpoint or dataset; embedding again", folder)
         manifest = None
-    if manifest is not None and manifest.get("complete") and images_path.is_file():
-        logger.info("reusing the %d embeddings in %s", count, folder)
-        return read_embedding_set(folder)
 
     folder.mkdir(parents=True, exist_ok=True)
     ids = np.asarray(ids, dtype=str)
@@ -277,6 +277,18 @@ def write_embedding_set(
     manifest["complete"] = True
     _write_manifest(manifest_path, manifest)
     logger.info("wrote %d embeddings of width %d to %s", count, dim, folder)
+    return read_embedding_set(folder)
+
+
+def finished_embedding_set(folder: str | Path, source: dict[str, Any], count: int) -> EmbeddingSet | None:
+    """Return the complete set in ``folder`` when it was written from ``source`` for ``count`` galaxies."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder / MANIFEST_NAME)
+    if manifest is None or not manifest.get("complete") or not (folder / "images.npy").is_file():
+        return None
+    if manifest.get("source") != json.loads(json.dumps(source)) or manifest.get("count") != count:
+        return None
+    logger.info("reusing the %d embeddings in %s", count, folder)
     return read_embedding_set(folder)
 
 

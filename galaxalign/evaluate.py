@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.neighbors import KNeighborsClassifier
@@ -26,6 +27,8 @@ from galaxalign.metrics import (
     retrieval_metrics,
 )
 from galaxalign.runs import FinishedRun, RunImages, embed_run, load_run, load_run_images
+from galaxalign.search import NeighbourIndex
+from galaxalign.viz import retrieval_gallery
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +88,8 @@ def classify(
       cosine similarity, ties going to the lower class index.
 
     Only the symbol drawings depend on the seed: the other methods give the
-    same result for every seed, so their spread is 0. The spread over
+    same result for every seed (the probe's L-BFGS fit is deterministic), so
+    their spread is 0. The spread over
     training seeds comes from evaluating several runs. The probe and kNN are
     left out when ``train`` is None. Runs trained without symbols have no
     symbol methods.
@@ -98,19 +102,26 @@ def classify(
     labels = evaluation.labels
     text_scores = zero_shot_scores(images, evaluation.text)
 
+    # Only the symbol drawings depend on the seed, so the other classifiers run once.
+    fixed = {TEXT: text_scores.argmax(axis=1)}
+    if train is not None:
+        fixed[LINEAR_PROBE] = _linear_probe(train, images, seeds[0], probe_c)
+        fixed[KNN] = _nearest_neighbours_vote(train, images, knn_k)
+    fixed_metrics = {method: classification_metrics(labels, p, names) for method, p in fixed.items()}
+
     results = []
     for seed in seeds:
-        predictions = {TEXT: text_scores.argmax(axis=1)}
+        by_seed = {}
         if evaluation.symbol_draws is not None:
             symbol_scores = zero_shot_scores(images, evaluation.symbols(symbol_draws, seed))
-            predictions[SYMBOL] = symbol_scores.argmax(axis=1)
-            predictions[COMBINED] = (text_scores + symbol_scores).argmax(axis=1)
-        if train is not None:
-            predictions[LINEAR_PROBE] = _linear_probe(train, images, seed, probe_c)
-            predictions[KNN] = _nearest_neighbours_vote(train, images, knn_k)
-        for method, predicted in predictions.items():
-            metrics = classification_metrics(labels, predicted, names)
-            results.append(MethodResult(method, seed, metrics, np.asarray(predicted, dtype=np.int64)))
+            by_seed[SYMBOL] = symbol_scores.argmax(axis=1)
+            by_seed[COMBINED] = (text_scores + symbol_scores).argmax(axis=1)
+        for method in CLASSIFIERS:
+            if method in fixed:
+                results.append(MethodResult(method, seed, fixed_metrics[method], fixed[method]))
+            elif method in by_seed:
+                metrics = classification_metrics(labels, by_seed[method], names)
+                results.append(MethodResult(method, seed, metrics, by_seed[method]))
     return results
 
 
@@ -364,3 +375,58 @@ def evaluate_run(
         train_embeddings=train_embeddings,
         images=images,
     )
+
+
+def gallery_queries(labels: np.ndarray, n_queries: int, seed: int = 0) -> np.ndarray:
+    """Pick ``n_queries`` rows for a retrieval gallery, one per class in label order before any repeats.
+
+    Each class contributes a random member (seeded) in turn, so rare classes
+    appear in the gallery too; classes run out in order of their size.
+    """
+    generator = np.random.default_rng(seed)
+    shuffled = {
+        int(label): list(generator.permutation(np.flatnonzero(labels == label)))
+        for label in np.unique(labels)
+    }
+    picked: list[int] = []
+    while len(picked) < n_queries and any(shuffled.values()):
+        for members in shuffled.values():
+            if members and len(picked) < n_queries:
+                picked.append(int(members.pop()))
+    return np.array(picked, dtype=np.int64)
+
+
+def gallery_figure(evaluation: RunEvaluation, n_queries: int = 6, k: int = 5, seed: int = 0) -> Figure:
+    """Draw query galaxies (one per class first) above their ``k`` nearest neighbours in the evaluated set.
+
+    Neighbours come from a :class:`~galaxalign.search.NeighbourIndex` over the
+    evaluated image embeddings, each query excluding itself. Captions give
+    the class of each query, and the cosine similarity and class of each
+    neighbour, with a check mark when the classes match.
+    """
+    embeddings = evaluation.embeddings
+    names = embeddings.class_names
+    index = NeighbourIndex.from_embedding_set(embeddings)
+    rows = gallery_queries(embeddings.labels, n_queries, seed)
+    result = index.query_ids(embeddings.ids[rows], k=k)
+
+    query_images = evaluation.images.thumbnails([str(i) for i in embeddings.ids[rows]])
+    neighbour_ids = [str(i) for i in result.ids.reshape(-1)]
+    neighbour_images = evaluation.images.thumbnails(neighbour_ids).reshape(
+        len(rows), k, *query_images.shape[1:]
+    )
+    query_labels = embeddings.labels[rows]
+    neighbour_labels = embeddings.labels[result.rows]
+    query_captions = [
+        f"{names[label]}\n{object_id}"
+        for label, object_id in zip(query_labels, embeddings.ids[rows], strict=True)
+    ]
+    neighbour_captions = [
+        [
+            f"{score:.3f} {names[label]}{' ✓' if label == query_label else ''}"
+            for score, label in zip(scores, labels, strict=True)
+        ]
+        for scores, labels, query_label in zip(result.scores, neighbour_labels, query_labels, strict=True)
+    ]
+    title = f"nearest neighbours among {len(embeddings)} galaxies ({evaluation.split} split)"
+    return retrieval_gallery(query_images, neighbour_images, query_captions, neighbour_captions, title)

@@ -14,7 +14,13 @@ import torch
 from galaxalign.data.cache import cache_images
 from galaxalign.data.dataset import GalaxyDataset
 from galaxalign.data.readers import read_dataset
-from galaxalign.embed import EmbeddingSet, embed_prompts, embed_symbol_draws, write_embedding_set
+from galaxalign.embed import (
+    EmbeddingSet,
+    embed_prompts,
+    embed_symbol_draws,
+    finished_embedding_set,
+    write_embedding_set,
+)
 from galaxalign.models import ImageNormalization, TriModalCLIP, build_model, resolve_model_name
 from galaxalign.schema import ClassSchema
 from galaxalign.symbols import SymbolBank
@@ -254,6 +260,11 @@ def embed_run(
         "crop_fraction": run.config.crop_fraction,
         "symbol_variants": symbol_variants if run.config.uses_symbols else 0,
     }
+    folder = run.run.embeddings_dir / name
+    finished = finished_embedding_set(folder, source, len(positions))
+    if finished is not None:
+        return finished
+
     model = run.model
     text = embed_prompts(model, run.device)
     symbol_draws = None
@@ -261,7 +272,7 @@ def embed_run(
         bank = SymbolBank(run.schema, run.config.image_size, symbol_variants, seed=0)
         symbol_draws = embed_symbol_draws(model, bank.images, run.normalization, run.device)
     return write_embedding_set(
-        run.run.embeddings_dir / name,
+        folder,
         model.encode_image,
         images.pixels,
         images.pixel_rows[positions],

@@ -1,11 +1,13 @@
-"""End-to-end: the training notebook runs headless through papermill on the bundled demo set."""
+"""End-to-end: the notebooks run headless through papermill on real galaxies."""
 
 import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import papermill
 import pytest
+from PIL import Image
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -45,3 +47,69 @@ def test_train_notebook_smoke_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert "image/png" in data_types
     tables = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("map_at_5" in table and "macro_f1" in table for table in tables)
+
+
+def notebook_outputs(path: Path) -> list[dict]:
+    notebook = nbformat.read(path, as_version=4)
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+
+
+@pytest.mark.slow
+def test_evaluate_notebook_writes_tables(finished_run: Path, tmp_path: Path):
+    output = tmp_path / "evaluate.ipynb"
+    papermill.execute_notebook(
+        str(REPOSITORY / "notebooks" / "evaluate.ipynb"),
+        str(output),
+        parameters={"run_dir": str(finished_run), "seeds": "0,1", "knn_k": 3, "gallery_neighbours": 2},
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+
+    folder = finished_run / "evaluation" / "test"
+    for name in ("classification.csv", "classification.md", "search.csv", "search.md"):
+        assert (folder / name).is_file(), name
+    for name in ("confusion.png", "gallery.png"):
+        with Image.open(folder / name) as image:
+            assert image.width > 200, name
+    outputs = notebook_outputs(output)
+    markdown = [o["data"]["text/markdown"] for o in outputs if "text/markdown" in o.get("data", {})]
+    assert any("linear probe" in table and "(0.000)" in table for table in markdown)
+    assert any("image → image" in table for table in markdown)
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 2
+
+
+@pytest.mark.slow
+def test_ablations_notebook_runs_all_variants(small_catalog: Path, tmp_path: Path):
+    parent = tmp_path / "ablations"
+    output = tmp_path / "ablations.ipynb"
+    papermill.execute_notebook(
+        str(REPOSITORY / "notebooks" / "ablations.ipynb"),
+        str(output),
+        parameters={
+            "parent_dir": str(parent),
+            "dataset": "catalog",
+            "data_dir": str(small_catalog),
+            "epochs_stage1": 1,
+            "epochs_stage2": 1,
+            "converged_epochs_stage1": 2,
+            "batch_size": 16,
+            "image_size": 32,
+            "max_steps": 1,
+            "device": "cpu",
+            "train_notebook": str(REPOSITORY / "notebooks" / "train.ipynb"),
+        },
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+
+    variants = ["full", "clip_no_symbols", "stage1_only", "stage2_only", "stage1_converged", "random_init"]
+    for variant in variants:
+        assert (parent / f"{variant}-seed0" / "metrics.json").is_file(), variant
+        assert (parent / f"{variant}-seed0" / "train.ipynb").is_file(), variant
+    table = pd.read_csv(parent / "ablations.csv", index_col="variant")
+    assert table.index.tolist() == variants
+    assert table["accuracy_mean"].between(0, 1).all()
+    stage1 = json.loads((parent / "stage1_only-seed0" / "metrics.json").read_text())
+    assert table.loc["stage1_only", "accuracy_mean"] == pytest.approx(stage1["accuracy"])
+    assert not (parent / "clip_no_symbols-seed0" / "symbols.png").exists()
+    assert sum("image/png" in o.get("data", {}) for o in notebook_outputs(output)) == 1

@@ -26,12 +26,13 @@ _UINT16_MAX = 65535
 class UnreadableImageError(OSError):
     """An image file that cannot be decoded: missing, truncated or not an image.
 
-    ``path`` is the file that failed.
+    ``path`` is the file that failed and ``reason`` the decoder's complaint, when known.
     """
 
-    def __init__(self, message: str, path: str | Path | None = None) -> None:
+    def __init__(self, message: str, path: str | Path | None = None, reason: str | None = None) -> None:
         super().__init__(message)
         self.path = None if path is None else str(path)
+        self.reason = reason
 
 
 def to_rgb_uint8(image: np.ndarray | Image.Image) -> np.ndarray:
@@ -177,6 +178,7 @@ def decode_image_file(path: str | Path) -> np.ndarray:
         f"cannot read image {path}: {reason}. Fix or replace the file, or remove its row "
         "from the catalog, or pass skip_unreadable=True to leave unreadable images out.",
         path=path,
+        reason=reason,
     )
 
 
