@@ -20,9 +20,12 @@ from galaxalign.data import (
     read_galaxymnist,
     stratified_split,
 )
-from galaxalign.embed import load_embeddings
+from galaxalign.embed import EmbeddingSet, load_embeddings, read_embedding_set
+from galaxalign.evaluate import RunEvaluation, evaluate_run
 from galaxalign.metrics import classification_metrics, retrieval_metrics
 from galaxalign.models import PRESETS, TriModalCLIP, build_model
+from galaxalign.query import QueryEncoder
+from galaxalign.runs import FinishedRun, embed_run, load_run, load_run_images
 from galaxalign.schema import (
     GALAXY10_DECALS,
     GALAXY_MNIST,
@@ -32,6 +35,7 @@ from galaxalign.schema import (
     get_schema,
     schema_from_names,
 )
+from galaxalign.search import NeighbourIndex, SearchResult
 from galaxalign.symbols import SymbolBank, draw_symbol, save_symbol_sheet
 from galaxalign.train import RunDirectory, TrainConfig, Trainer, train
 
@@ -41,9 +45,15 @@ __all__ = [
     "GZ1",
     "PRESETS",
     "ClassSchema",
+    "EmbeddingSet",
+    "FinishedRun",
     "GalaxyDataset",
     "MorphologyClass",
+    "NeighbourIndex",
+    "QueryEncoder",
     "RunDirectory",
+    "RunEvaluation",
+    "SearchResult",
     "Split",
     "SymbolBank",
     "TrainConfig",
@@ -53,11 +63,16 @@ __all__ = [
     "cache_images",
     "classification_metrics",
     "draw_symbol",
+    "embed_run",
+    "evaluate_run",
     "get_schema",
     "load_demo",
     "load_embeddings",
+    "load_run",
+    "load_run_images",
     "read_catalog",
     "read_dataset",
+    "read_embedding_set",
     "read_galaxy10",
     "read_galaxymnist",
     "retrieval_metrics",
