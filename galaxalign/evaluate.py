@@ -353,6 +353,11 @@ def evaluate_run(
         images = load_run_images(run, dataset, data_dir)
         embeddings = embed_run(run, images, split)
 
+    if k > len(embeddings) - 1:
+        raise ValueError(
+            f"k={k} is larger than the {len(embeddings) - 1} other galaxies each of the {len(embeddings)} "
+            f"galaxies of split {split!r} can retrieve; pass a smaller k"
+        )
     classifier_results = classify(embeddings, train_embeddings, seeds, symbol_draws, knn_k)
     search_results = search(embeddings, k, seeds, symbol_draws)
     output_dir = run.run.path / "evaluation" / embeddings.path.name

@@ -101,3 +101,8 @@ def test_load_run_rejects_unfinished_stage(finished_run: Path, tmp_path: Path):
     checkpoint.unlink()
     with pytest.raises(RunDirectoryError, match="no checkpoint of a finished stage"):
         load_run(copy)
+
+
+def test_evaluate_rejects_k_beyond_catalog(finished_run: Path):
+    with pytest.raises(ValueError, match="k=20 is larger than the 11 other galaxies"):
+        evaluate_run(finished_run, k=20, device="cpu")
