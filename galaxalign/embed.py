@@ -297,26 +297,42 @@ def read_embedding_set(folder: str | Path) -> EmbeddingSet:
     folder = Path(folder)
     manifest = _read_manifest(folder / MANIFEST_NAME)
     if manifest is None:
+        state = "is unreadable or of another format" if (folder / MANIFEST_NAME).exists() else "is missing"
         raise FileNotFoundError(
-            f"no embeddings in {folder} (no {MANIFEST_NAME}); embed the split first, for example with "
-            "evaluate.ipynb or galaxalign.embed_run()"
+            f"no embeddings in {folder} ({MANIFEST_NAME} {state}); embed the split first, for example "
+            "with evaluate.ipynb or galaxalign.embed_run()"
         )
     if not manifest.get("complete"):
         raise ValueError(
             f"the embeddings in {folder} are incomplete ({manifest.get('rows_done')} of "
             f"{manifest.get('count')} galaxies); embed the split again to finish them"
         )
+    damaged = f"delete {folder} and evaluate (or embed) again to recompute it"
     symbol_path = folder / "symbol_draws.npy"
-    return EmbeddingSet(
-        path=folder,
-        ids=np.load(folder / "ids.npy", allow_pickle=False),
-        labels=np.load(folder / "labels.npy", allow_pickle=False),
-        images=np.load(folder / "images.npy", mmap_mode="r", allow_pickle=False),
-        class_names=list(manifest["class_names"]),
-        text=np.load(folder / "text.npy", allow_pickle=False),
-        symbol_draws=np.load(symbol_path, allow_pickle=False) if symbol_path.is_file() else None,
-        source=manifest["source"],
-    )
+    try:
+        embedding_set = EmbeddingSet(
+            path=folder,
+            ids=np.load(folder / "ids.npy", allow_pickle=False),
+            labels=np.load(folder / "labels.npy", allow_pickle=False),
+            images=np.load(folder / "images.npy", mmap_mode="r", allow_pickle=False),
+            class_names=list(manifest["class_names"]),
+            text=np.load(folder / "text.npy", allow_pickle=False),
+            symbol_draws=np.load(symbol_path, allow_pickle=False) if symbol_path.is_file() else None,
+            source=manifest["source"],
+        )
+    except (OSError, ValueError, KeyError) as error:
+        raise ValueError(f"the embeddings in {folder} are damaged ({error}); {damaged}") from error
+
+    count = manifest["count"]
+    shapes = {
+        "ids.npy": embedding_set.ids.shape[0],
+        "labels.npy": embedding_set.labels.shape[0],
+        "images.npy": embedding_set.images.shape[0],
+    }
+    wrong = {name: rows for name, rows in shapes.items() if rows != count}
+    if wrong:
+        raise ValueError(f"the embeddings in {folder} are damaged: {wrong} rows, not {count}; {damaged}")
+    return embedding_set
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ from galaxalign.metrics import (
     normalize_rows,
     retrieval_metrics,
 )
-from galaxalign.runs import FinishedRun, RunImages, embed_run, load_run, load_run_images
+from galaxalign.runs import SYMBOL_VARIANTS, FinishedRun, RunImages, embed_run, load_run, load_run_images
 from galaxalign.search import NeighbourIndex
 from galaxalign.viz import retrieval_gallery
 
@@ -56,7 +56,10 @@ def unit_images(embeddings: EmbeddingSet) -> np.ndarray:
         if row is None:
             raise
         object_id = embeddings.ids[int(row.group(1))]
-        raise ValueError(f"{error} (object id {object_id})") from error
+        raise ValueError(
+            f"{error} (object id {object_id}). If the image is fine, the embeddings are damaged: "
+            f"delete {embeddings.path} and evaluate again to recompute them"
+        ) from error
 
 
 def check_same_classes(evaluation: EmbeddingSet, reference: EmbeddingSet) -> None:
@@ -341,7 +344,24 @@ def evaluate_run(
     run = run_dir if isinstance(run_dir, FinishedRun) else load_run(run_dir, device=device)
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"k must be a positive integer (the rank cut-off of mAP@k), got {k!r}")
+    seeds = parse_seeds(seeds)
+    if isinstance(symbol_draws, bool) or not isinstance(symbol_draws, (int, np.integer)):
+        raise ValueError(f"symbol_draws must be an integer, got {symbol_draws!r}")
+    if run.config.uses_symbols and not 1 <= symbol_draws <= SYMBOL_VARIANTS:
+        raise ValueError(
+            f"symbol_draws must be between 1 and {SYMBOL_VARIANTS} (the drawings embedded per class), "
+            f"got {symbol_draws}"
+        )
     own_images = load_run_images(run)
+    n_train = len(own_images.positions("train"))
+    if isinstance(knn_k, bool) or not isinstance(knn_k, (int, np.integer)) or not 1 <= knn_k <= n_train:
+        raise ValueError(f"knn_k must be between 1 and {n_train} (the training galaxies), got {knn_k!r}")
+    if dataset is None and split in ("train", "all"):
+        logger.warning(
+            "split %r contains the training galaxies that the linear probe and kNN learn from, "
+            "so their scores are optimistic; evaluate 'test' for a fair comparison",
+            split,
+        )
     train_embeddings = embed_run(run, own_images, "train")
     if dataset is None:
         images = own_images

@@ -31,6 +31,8 @@ class QueryEncoder:
     """
 
     def __init__(self, run: FinishedRun, symbol_draws: int = 8) -> None:
+        if isinstance(symbol_draws, bool) or not isinstance(symbol_draws, int) or symbol_draws < 1:
+            raise ValueError(f"symbol_draws must be a positive integer, got {symbol_draws!r}")
         self.run = run
         self.symbol_draws = symbol_draws
         model_name, _ = resolve_model_name(run.config.model)
@@ -70,9 +72,20 @@ class QueryEncoder:
         """Embed a free-text description such as "A picture of a barred spiral galaxy"."""
         if not isinstance(description, str) or not description.strip():
             raise ValueError(f"the text query must be a non-empty string, got {description!r}")
+        self._warn_if_truncated(description)
         tokens = self._tokenizer([description]).to(self.run.device)
         with torch.no_grad(), autocast_context(self.run.device):
             return self.run.model.encode_text(tokens).float().cpu().numpy()[0]
+
+    def _warn_if_truncated(self, description: str) -> None:
+        encode = getattr(self._tokenizer, "encode", None)
+        context_length = self.run.model.clip.context_length  # type: ignore[attr-defined]
+        # Two of the context's tokens mark the start and end of the text.
+        if encode is not None and len(encode(description)) > context_length - 2:
+            logger.warning(
+                "the text query has more than the %d tokens the run's text tower reads; the rest is cut off",
+                context_length - 2,
+            )
 
     def _encode_pixels(
         self, encode: Callable[[torch.Tensor], torch.Tensor], pixels: np.ndarray

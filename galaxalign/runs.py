@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -78,6 +81,8 @@ def finished_stage(run: RunDirectory) -> tuple[int, Path]:
     Raises :class:`RunDirectoryError` when the folder is not a galaxalign run
     or no stage has finished, saying how to finish it.
     """
+    if run.path.is_file():
+        raise RunDirectoryError(f"run_dir {run.path} is a file; pass the folder of a training run")
     if not run.path.is_dir():
         raise RunDirectoryError(f"run_dir {run.path} does not exist; pass the folder of a training run")
     if not run.config_path.is_file():
@@ -108,27 +113,25 @@ def load_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     because the checkpoint contains all of them. ``device`` is "auto", "cpu",
     "cuda" or "mps".
     """
+    if run_dir is None or not isinstance(run_dir, (str, Path)):
+        raise TypeError(f"run_dir must be the path of a training run's folder, got {run_dir!r}")
     run = RunDirectory(run_dir)
     stage, checkpoint = finished_stage(run)
-    config = TrainConfig.from_dict(run.read_config())
-    if not run.schema_path.is_file():
-        raise RunDirectoryError(
-            f"run_dir {run.path} has no schema.json; the run is incomplete, train it again"
-        )
-    schema = ClassSchema.load(run.schema_path)
     target = resolve_device(device)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    config, schema = _checked_config_and_schema(run, state, checkpoint)
 
-    model, normalization = build_model(
-        config.model,
-        schema,
-        pretrained=None,
-        image_size=config.image_size,
-        quick_gelu=_resolved_quick_gelu(config),
-    )
+    with _quiet_open_clip_weights_warning():
+        model, normalization = build_model(
+            config.model,
+            schema,
+            pretrained=None,
+            image_size=config.image_size,
+            quick_gelu=_resolved_quick_gelu(config),
+        )
     normalization = weights_normalization(config.model, config.pretrained) or normalization
     if stage == 2 and config.uses_symbols:
         model.split_symbol_tower()
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     model.to(target).eval()
     logger.info("loaded stage %d of %s from %s (step %d)", stage, run.path, checkpoint.name, state["step"])
@@ -145,6 +148,61 @@ def load_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     )
 
 
+def _checked_config_and_schema(
+    run: RunDirectory, state: dict[str, Any], checkpoint: Path
+) -> tuple[TrainConfig, ClassSchema]:
+    """Read config.json and schema.json, and check them against what the checkpoint recorded.
+
+    The checkpoint records what the weights were trained with, so an edited
+    config.json or schema.json is an error rather than a silent change of
+    image size, classes or prompts.
+    """
+    for path in (run.config_path, run.schema_path):
+        if not path.is_file():
+            raise RunDirectoryError(f"{path} is missing, so the run is incomplete; train it again")
+    try:
+        config = TrainConfig.from_dict(run.read_config())
+        schema = ClassSchema.load(run.schema_path)
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunDirectoryError(
+            f"cannot read {run.config_path} or {run.schema_path} ({type(error).__name__}: {error}); "
+            "restore the files the run wrote, or train the run again"
+        ) from error
+
+    differences = config.differences(state.get("config", {}))
+    if differences:
+        listed = "; ".join(
+            f"{key}: {new!r} in config.json, {old!r} in the checkpoint"
+            for key, (old, new) in differences.items()
+        )
+        raise RunDirectoryError(
+            f"{run.config_path} does not match {checkpoint.name} ({listed}); "
+            "restore config.json as the run wrote it"
+        )
+    recorded = state.get("schema")
+    if recorded is not None and ClassSchema.from_dict(recorded).to_dict() != schema.to_dict():
+        raise RunDirectoryError(
+            f"{run.schema_path} does not match the classes or prompts that {checkpoint.name} was trained "
+            "with; restore schema.json as the run wrote it"
+        )
+    return config, schema
+
+
+@contextlib.contextmanager
+def _quiet_open_clip_weights_warning() -> Iterator[None]:
+    """Hide open_clip's "No pretrained weights loaded" warning, because the checkpoint's weights load next."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
 def _resolved_quick_gelu(config: TrainConfig) -> bool:
     """Return the activation the run trained with, which its weights tag decided when not given."""
     if config.quick_gelu is not None:
@@ -157,6 +215,10 @@ def _resolved_quick_gelu(config: TrainConfig) -> bool:
 
 
 SPLITS = ("train", "val", "test", "all")
+
+# Jittered drawings of each class symbol embedded with every split; evaluation averages a
+# seeded choice of them, so this is the most a "symbol_draws" setting can ask for.
+SYMBOL_VARIANTS = 32
 
 
 @dataclass
@@ -236,7 +298,7 @@ def embed_run(
     run: FinishedRun,
     images: RunImages,
     split: str = "test",
-    symbol_variants: int = 32,
+    symbol_variants: int = SYMBOL_VARIANTS,
     chunk_size: int = 4096,
 ) -> EmbeddingSet:
     """Embed one split of ``images`` with the run's towers into the run directory, resuming where it stopped.
@@ -250,6 +312,7 @@ def embed_run(
     positions = images.positions(split)
     dataset = images.dataset
     name = split if not images.foreign else f"{_folder_name(dataset.source)}-{split}"
+    source_classes = {"classes": list(run.schema.names), "prompts": list(run.schema.prompts)}
     source = {
         "checkpoint": run.checkpoint.name,
         "stage": run.stage,
@@ -259,6 +322,7 @@ def embed_run(
         "image_size": run.config.image_size,
         "crop_fraction": run.config.crop_fraction,
         "symbol_variants": symbol_variants if run.config.uses_symbols else 0,
+        **source_classes,
     }
     folder = run.run.embeddings_dir / name
     finished = finished_embedding_set(folder, source, len(positions))
@@ -289,6 +353,13 @@ def embed_run(
 
 
 def _folder_name(source: str) -> str:
-    """Turn a dataset source (a name or a path) into a short folder name."""
-    stem = Path(str(source).rstrip("/")).stem or "dataset"
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)[:40]
+    """Turn a dataset source (a name or a path) into a short folder name that differs between paths.
+
+    Catalogs are often all named catalog.csv, so the name joins the parent
+    folder, the file stem and a hash of the whole source.
+    """
+    path = Path(str(source).rstrip("/"))
+    readable = "-".join(part for part in (path.parent.name, path.stem) if part) or "dataset"
+    readable = "".join(c if c.isalnum() or c in "-_" else "_" for c in readable)[:40]
+    digest = hashlib.sha1(str(source).encode()).hexdigest()[:8]
+    return f"{readable}-{digest}"

@@ -55,6 +55,7 @@ INDEX_FORMAT = "galaxalign-neighbour-index"
 INDEX_FORMAT_VERSION = 1
 MANIFEST_NAME = "index.json"
 IVF_FILE_NAME = "faiss_ivf.index"
+INDEX_FILE_NAMES = frozenset({"vectors.npy", "ids.npy", "labels.npy", MANIFEST_NAME, IVF_FILE_NAME})
 
 
 @dataclass(frozen=True)
@@ -365,8 +366,15 @@ class NeighbourIndex:
                 f"{path} already exists. Pass overwrite=True to replace it, or choose a new path"
             )
         if path.exists():
-            # Overwriting removes the old folder, so it must be an index and not, say, a home folder.
+            # Overwriting removes the old folder, so it must be an index and not, say, a home folder,
+            # and it must contain nothing but what an index writes.
             _read_index_manifest(path)
+            foreign = sorted(p.name for p in path.iterdir() if p.name not in INDEX_FILE_NAMES)
+            if foreign:
+                raise FileExistsError(
+                    f"{path} contains files that the index did not write ({', '.join(foreign[:5])}); "
+                    "move them elsewhere or choose a new path, so overwrite=True deletes nothing of yours"
+                )
         path.parent.mkdir(parents=True, exist_ok=True)
 
         staging = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")

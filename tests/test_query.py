@@ -70,3 +70,9 @@ def test_query_rejects_bad_inputs(encoder_and_set, tmp_path: Path):
         encoder.symbol("barred")
     with pytest.raises(ValueError, match="must be a non-empty string"):
         encoder.text("  ")
+
+
+def test_long_text_query_warns(encoder_and_set, caplog: pytest.LogCaptureFixture):
+    encoder, _ = encoder_and_set
+    encoder.text("A picture of a merger " * 20)
+    assert "more than the 30 tokens" in caplog.text

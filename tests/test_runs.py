@@ -60,8 +60,9 @@ def test_evaluate_on_catalog_with_same_classes(finished_run: Path, small_catalog
     evaluation = evaluate_run(finished_run, dataset="catalog", data_dir=str(small_catalog), device="cpu")
     assert evaluation.split == "all"
     assert len(evaluation.embeddings) == 48
-    assert evaluation.embeddings.path.name == "catalog-all"
-    assert (finished_run / "evaluation" / "catalog-all" / "search.md").is_file()
+    assert evaluation.embeddings.path.name.endswith("-all")
+    assert evaluation.embeddings.path.name.startswith("small_catalog")
+    assert (finished_run / "evaluation" / evaluation.embeddings.path.name / "search.md").is_file()
 
 
 @pytest.mark.filterwarnings("ignore:no built-in symbol recipe")
@@ -106,3 +107,32 @@ def test_load_run_rejects_unfinished_stage(finished_run: Path, tmp_path: Path):
 def test_evaluate_rejects_k_beyond_catalog(finished_run: Path):
     with pytest.raises(ValueError, match="k=20 is larger than the 11 other galaxies"):
         evaluate_run(finished_run, k=20, device="cpu")
+
+
+def test_load_run_rejects_edited_config(finished_run: Path, tmp_path: Path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy, ignore=shutil.ignore_patterns("embeddings", "evaluation"))
+    config = json.loads((copy / "config.json").read_text())
+    config["parameters"]["image_size"] = 96
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunDirectoryError, match="image_size: 96 in config.json, 32 in the checkpoint"):
+        load_run(copy)
+
+
+def test_load_run_rejects_edited_schema(finished_run: Path, tmp_path: Path):
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy, ignore=shutil.ignore_patterns("embeddings", "evaluation"))
+    schema = json.loads((copy / "schema.json").read_text())
+    (copy / "schema.json").write_text(json.dumps(schema).replace("elliptical", "smooth"))
+    with pytest.raises(RunDirectoryError, match="schema.json does not match the classes or prompts"):
+        load_run(copy)
+    (copy / "schema.json").write_text("{")
+    with pytest.raises(RunDirectoryError, match="cannot read .*restore the files"):
+        load_run(copy)
+
+
+def test_evaluate_checks_parameters_before_work(finished_run: Path):
+    with pytest.raises(ValueError, match=r"knn_k must be between 1 and 24 \(the training galaxies\)"):
+        evaluate_run(finished_run, knn_k=100, device="cpu")
+    with pytest.raises(ValueError, match="symbol_draws must be between 1 and 32"):
+        evaluate_run(finished_run, symbol_draws=64, device="cpu")

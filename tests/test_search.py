@@ -354,6 +354,15 @@ def test_overwrite_spares_other_folders(tmp_path, embeddings, big_ids):
     assert (tmp_path / "notes" / "observing.txt").read_text() == "keep me"
 
 
+def test_overwrite_spares_user_files_in_index(tmp_path, embeddings, big_ids):
+    index = NeighbourIndex(embeddings, big_ids)
+    index.save(tmp_path / "index")
+    (tmp_path / "index" / "my_notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"files that the index did not write \(my_notes.txt\)"):
+        index.save(tmp_path / "index", overwrite=True)
+    assert (tmp_path / "index" / "my_notes.txt").read_text() == "keep me"
+
+
 def test_load_missing_folder_fails(tmp_path):
     with pytest.raises(FileNotFoundError, match="no neighbour index folder"):
         NeighbourIndex.load(tmp_path / "nothing")
