@@ -836,7 +836,12 @@ class Trainer:
         """
         try:
             return write(*arguments)
-        except OSError as error:
+        except (OSError, RuntimeError) as raised:
+            # torch.save reports a failed write as a RuntimeError of its zip writer, raised while
+            # handling the OSError; the OSError says what went wrong.
+            error = raised if isinstance(raised, OSError) else _os_error_behind(raised)
+            if error is None:
+                raise
             try:
                 free = f"{self.run.free_bytes() / 1e9:.2f} GB free on that disk"
             except OSError:
@@ -847,7 +852,7 @@ class Trainer:
                 f"could not write {path}: {error.strerror or error} ({free}). The last good checkpoint is "
                 f"{self.last_checkpoint or 'none yet'}; {fix}, then run again with run_dir {self.run.path} "
                 "to resume from it"
-            ) from error
+            ) from raised
 
     def embed_split(self, positions: np.ndarray, description: str) -> np.ndarray:
         self.model.eval()
@@ -972,6 +977,16 @@ class Trainer:
             self.run.metrics_path,
         )
         return metrics
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """Return the first OSError among the exceptions ``error`` was raised from or while handling."""
+    seen = error.__cause__ or error.__context__
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def train(
