@@ -17,10 +17,10 @@ DATASETS = ("demo", "galaxy10", "galaxymnist", "catalog")
 NONFINITE_POLICIES = ("stop", "skip")
 
 # Parameters that may change between two calls on one run directory without
-# making it a different run: which stage to stop after, where it runs, whether
-# missing data may be downloaded, how often and how many checkpoints are kept,
-# what a non-finite step does, and whether activations are recomputed in the
-# backward pass (which saves memory without changing the result).
+# making it a different run. They set which stage to stop after, where it runs,
+# whether missing data may be downloaded, and how often and how many checkpoints
+# are kept. The last two set what a non-finite step does and whether activations
+# are recomputed in the backward pass, which saves memory without changing results.
 NON_DEFINING_KEYS = frozenset(
     {
         "stage",
@@ -56,8 +56,8 @@ class TrainConfig:
     (0 keeps all). ``on_nonfinite`` is "stop" (raise at the first step with a
     non-finite loss or gradient) or "skip" (leave the weights unchanged for
     that step and go on). ``grad_checkpointing`` recomputes the towers'
-    activations during the backward pass: less GPU memory, about a third more
-    compute.
+    activations during the backward pass: less GPU memory, at the cost of a
+    second forward pass.
     ``batch_size`` is the batch of one optimizer step over all processes; under
     torchrun each process takes ``batch_size / world size`` galaxies of it.
     """

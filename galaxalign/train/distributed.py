@@ -66,7 +66,7 @@ class DistributedContext:
         over the processes. Every process computes the same loss from the same
         gathered rows, and DistributedDataParallel averages the weight gradients
         over the processes, so the update equals that of one process with the
-        whole batch.
+        whole batch, up to float rounding.
         """
         if not self.enabled:
             return features
@@ -100,7 +100,7 @@ def setup_distributed(device: torch.device) -> tuple[DistributedContext, torch.d
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
-        # NOTE: the NCCL path has not run on GPUs yet; the gloo path on CPUs is tested.
+        # NOTE: the NCCL path on GPUs has not been run; the gloo path on CPUs is tested.
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"

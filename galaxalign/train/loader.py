@@ -21,7 +21,7 @@ def read_batch(pixels: np.ndarray, rows: np.ndarray, pin_memory: bool = False) -
 class BatchPrefetcher:
     """Iterate over ``(positions, images)`` of ``batches``, reading each batch's images one step ahead.
 
-    ``batches`` holds arrays of dataset positions and ``rows_of`` maps them to
+    ``batches`` contains arrays of dataset positions and ``rows_of`` maps them to
     cache rows of ``pixels``. While the caller trains on one batch, a thread
     reads the next from the cache. The copy and the page faults of a memory map
     run in that thread, and PyTorch's operators release the GIL, so the two

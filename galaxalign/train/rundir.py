@@ -387,7 +387,7 @@ class RunDirectory:
             ) from error
 
     def free_bytes(self) -> int:
-        """Free space on the disk that holds (or will hold) the run directory, in bytes."""
+        """Return the free bytes on the disk of the run directory (or of its nearest existing parent)."""
         folder = self.path
         while not folder.exists() and folder.parent != folder:
             folder = folder.parent

@@ -248,8 +248,8 @@ class TowerStep(nn.Module):
     """The forward pass of one training step through all towers, as one module for DistributedDataParallel.
 
     Takes normalised galaxy pixels (B, 3, S, S), the labels of the prompts to
-    encode (P,) and symbol pixels (Q, 3, S, S) or None; returns the three
-    L2-normalised embeddings (the symbol one None without symbols).
+    encode (P,) and symbol pixels (Q, 3, S, S) or None. Returns the three
+    L2-normalised embeddings, with None for the symbols when there are none.
     """
 
     def __init__(self, model: TriModalCLIP) -> None:
@@ -283,7 +283,7 @@ def prepare_towers(
     if grad_checkpointing:
         model.clip.set_grad_checkpointing(True)  # type: ignore[operator]
     if channels_last is None:
-        # NOTE: the CUDA case has not run yet (no GPU where this was written); CPU runs keep NCHW.
+        # NOTE: channels_last on a GPU has not been run; a CPU test checks the layout keeps the result.
         channels_last = device.type == "cuda" and is_convnext(model.clip.visual)
     if channels_last:
         model.clip.visual.to(memory_format=torch.channels_last)  # type: ignore[union-attr]
@@ -481,6 +481,7 @@ class Trainer:
                 f"{checkpoint} belongs to a run with other parameters ({listed}); pass the same parameters "
                 "to resume it, overwrite=True to start over, or choose a new run_dir"
             )
+
         self.model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -490,6 +491,7 @@ class Trainer:
             torch.cuda.set_rng_state(resume["cuda_rng"], self.device)
         self.global_step = int(state["step"])
         self.last_checkpoint = checkpoint
+
         order = resume["order"]
         position = StagePosition(
             epoch=int(resume["epoch"]),
@@ -518,9 +520,9 @@ class Trainer:
     def train_stage(self, stage: int, epochs: int) -> None:
         """Train one stage for ``epochs`` epochs (or ``max_steps`` steps), resuming its newest checkpoint.
 
-        Writes a checkpoint at the end of every epoch, every ``checkpoint_every``
-        steps, and when SIGINT or SIGTERM arrives; in that last case it then
-        raises the signal again (see :class:`StopRequest`).
+        Writes a checkpoint at the end of every epoch and every
+        ``checkpoint_every`` steps. When SIGINT or SIGTERM arrives it writes one
+        after the current step and raises the signal again (see :class:`StopRequest`).
         """
         config = self.config
         steps_per_epoch = max(1, len(self.data.train) // config.batch_size)
@@ -746,7 +748,7 @@ class Trainer:
 
         towers = self._towers if self._towers is not None else TowerStep(self.model)
         with autocast_context(self.device):
-            # NOTE: bf16 autocast is on for CUDA only and has not run yet (no GPU where this was written).
+            # NOTE: bf16 autocast is on for CUDA only, and that path has not been run.
             image_features, text_features, symbol_features = towers(pixels, prompt_labels, symbols)
         index = share_per_galaxy.to(self.device)
         image_features = self.dist.gather(image_features.float())
@@ -838,7 +840,7 @@ class Trainer:
             return write(*arguments)
         except (OSError, RuntimeError) as raised:
             # torch.save reports a failed write as a RuntimeError of its zip writer, raised while
-            # handling the OSError; the OSError says what went wrong.
+            # handling the OSError, and only the OSError names the cause.
             error = raised if isinstance(raised, OSError) else _os_error_behind(raised)
             if error is None:
                 raise
