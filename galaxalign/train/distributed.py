@@ -19,7 +19,7 @@ class DistributedContext:
     """This process's place among the processes of one run.
 
     ``rank`` counts processes over all nodes, ``local_rank`` those of this
-    node (one per GPU). With ``world_size`` 1 every method is a no-op, so the
+    node (one per GPU). With ``world_size`` 1 no method communicates, so the
     single-process trainer runs the same code.
     """
 
@@ -34,7 +34,7 @@ class DistributedContext:
 
     @property
     def is_main(self) -> bool:
-        """True in the process that writes checkpoints, logs and metrics (rank 0)."""
+        """Whether this is the process that writes checkpoints, logs and metrics (rank 0)."""
         return self.rank == 0
 
     def barrier(self) -> None:

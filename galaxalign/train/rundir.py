@@ -106,7 +106,7 @@ def _fsync_folder(folder: Path) -> None:
     try:
         os.fsync(descriptor)
     except OSError:
-        # Some file systems (and all of Windows) cannot sync a folder; the rename still happened.
+        # Some file systems cannot sync a folder, and the rename has happened either way.
         pass
     finally:
         os.close(descriptor)
@@ -130,8 +130,9 @@ def atomic_write_text(path: Path, text: str) -> None:
 class RunDirectory:
     """A folder holding one run: ``config.json``, ``split.json``, ``schema.json``,
     ``symbols.png``, ``metrics.jsonl`` (one line per epoch), ``steps.jsonl`` (the
-    loss of every step), ``checkpoints/stage1|stage2/epoch_NNN.pt``,
-    ``metrics.json`` (final test metrics) and ``embeddings/``.
+    loss of every step), ``checkpoints/stage1|stage2/epoch_NNN.pt`` (and
+    ``epoch_NNN_step_NNNNNNN.pt`` written during an epoch), ``metrics.json``
+    (final test metrics) and ``embeddings/``.
     """
 
     def __init__(self, path: str | Path) -> None:
