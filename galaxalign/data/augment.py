@@ -73,11 +73,22 @@ def random_affine(
     reflecting the sky at the border.
     """
     theta, flip = sample_affine(pixels.shape[0], generator, mirror is not None, scale_range, max_shift)
+    return warp_affine(pixels, theta), mirror_labels(labels, flip, mirror)
+
+
+def warp_affine(pixels: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Resample (B, 3, H, W) float ``pixels`` by the (B, 2, 3) matrices of :func:`sample_affine`.
+
+    Pixels brought in from outside the cutout reflect the sky at the border.
+    """
     theta = theta.to(device=pixels.device, dtype=pixels.dtype)
     grid = F.affine_grid(theta, list(pixels.shape), align_corners=False)
-    out = F.grid_sample(pixels, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
-    if mirror is not None and bool(flip.any()):
-        mirror_map = torch.as_tensor(list(mirror), device=labels.device, dtype=labels.dtype)
-        labels = torch.where(flip.to(labels.device), mirror_map[labels], labels)
-    return out, labels
+
+def mirror_labels(labels: torch.Tensor, flip: torch.Tensor, mirror: Sequence[int] | None) -> torch.Tensor:
+    """Return ``labels`` with ``mirror[label]`` where ``flip`` (B,) is set; unchanged without ``mirror``."""
+    if mirror is None or not bool(flip.any()):
+        return labels
+    mirror_map = torch.as_tensor(list(mirror), device=labels.device, dtype=labels.dtype)
+    return torch.where(flip.to(labels.device), mirror_map[labels], labels)

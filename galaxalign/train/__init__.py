@@ -2,6 +2,23 @@
 
 from galaxalign.train.config import TrainConfig
 from galaxalign.train.rundir import RunDirectory, RunDirectoryError
-from galaxalign.train.trainer import Trainer, resolve_device, train
+from galaxalign.train.trainer import (
+    NonFiniteError,
+    RunWriteError,
+    Trainer,
+    TrainingStopped,
+    resolve_device,
+    train,
+)
 
-__all__ = ["RunDirectory", "RunDirectoryError", "TrainConfig", "Trainer", "resolve_device", "train"]
+__all__ = [
+    "NonFiniteError",
+    "RunDirectory",
+    "RunDirectoryError",
+    "RunWriteError",
+    "TrainConfig",
+    "Trainer",
+    "TrainingStopped",
+    "resolve_device",
+    "train",
+]

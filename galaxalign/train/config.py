@@ -14,10 +14,24 @@ from galaxalign.losses import LOSS_KINDS
 
 DATASETS = ("demo", "galaxy10", "galaxymnist", "catalog")
 
+NONFINITE_POLICIES = ("stop", "skip")
+
 # Parameters that may change between two calls on one run directory without
-# making it a different run: which stage to stop after, where it runs, and
-# whether missing data may be downloaded.
-NON_DEFINING_KEYS = frozenset({"stage", "device", "download"})
+# making it a different run. They set which stage to stop after, where it runs,
+# whether missing data may be downloaded, and how often and how many checkpoints
+# are kept. The last two set what a non-finite step does and whether activations
+# are recomputed in the backward pass, which saves memory without changing results.
+NON_DEFINING_KEYS = frozenset(
+    {
+        "stage",
+        "device",
+        "download",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "on_nonfinite",
+        "grad_checkpointing",
+    }
+)
 
 
 @dataclass
@@ -36,6 +50,16 @@ class TrainConfig:
     ``stage2_lr_scale`` multiplies ``lr`` for stage 2, whose optimizer restarts
     its warm-up from the stage-1 weights.
     ``download`` fetches Galaxy10 or GalaxyMNIST into ``data_dir`` when missing.
+    ``checkpoint_every`` writes a checkpoint every that many optimizer steps
+    (counted over the whole run) besides the one at each epoch's end; 0 writes
+    only those. ``keep_checkpoints`` is how many of each stage stay on disk
+    (0 keeps all). ``on_nonfinite`` is "stop" (raise at the first step with a
+    non-finite loss or gradient) or "skip" (leave the weights unchanged for
+    that step and go on). ``grad_checkpointing`` recomputes the towers'
+    activations during the backward pass: less GPU memory, at the cost of a
+    second forward pass.
+    ``batch_size`` is the batch of one optimizer step over all processes; under
+    torchrun each process takes ``batch_size / world size`` galaxies of it.
     """
 
     dataset: str = "demo"
@@ -67,6 +91,9 @@ class TrainConfig:
     cache_dir: str | None = None
     skip_unreadable: bool = False
     keep_checkpoints: int = 1
+    checkpoint_every: int = 1000
+    on_nonfinite: str = "stop"
+    grad_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         # Accept what notebooks and scripts naturally pass: paths and numpy scalars.
@@ -117,6 +144,15 @@ class TrainConfig:
         _check_int(self, "symbol_variants", minimum=1)
         _check_int(self, "max_steps", minimum=0)
         _check_int(self, "keep_checkpoints", minimum=0)
+        _check_int(self, "checkpoint_every", minimum=0)
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"on_nonfinite must be 'stop' (raise at a non-finite loss or gradient) or 'skip' (leave "
+                f"the weights unchanged for that step), got {self.on_nonfinite!r}"
+            )
+        for name in ("download", "skip_unreadable", "grad_checkpointing"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         _check_int(self, "seed", minimum=0)
 
         if not self.lr > 0:

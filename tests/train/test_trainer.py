@@ -84,7 +84,7 @@ def test_without_symbols_trains_text_image_only(small_catalog: Path, tmp_path: P
     state = torch.load(tmp_path / "checkpoints" / "stage2" / "epoch_001.pt", weights_only=True)
     assert not any(key.startswith("symbol_visual.") for key in state["model"])
     steps = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
-    assert all(set(s) == {"image_text", "loss", "step", "stage"} for s in steps)
+    assert all(set(s) == {"image_text", "loss", "grad_norm", "step", "stage"} for s in steps)
 
 
 def test_prompts_and_symbols_encoded_once_per_class(small_catalog: Path, tmp_path: Path):
