@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score
 
+import galaxalign.metrics
 from galaxalign.metrics import (
     average_precision_at_k,
     classification_metrics,
@@ -190,6 +191,89 @@ def test_chunk_size_does_not_change_results() -> None:
         assert small["n_skipped"] == large["n_skipped"]
 
 
+def reference_per_query(embeddings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """scikit-learn's AP of each row as a query, NaN where no other row shares its label."""
+    scores = reference_scores(embeddings)
+    aps = np.full(len(labels), np.nan)
+    for query in range(len(labels)):
+        others = np.arange(len(labels)) != query
+        relevant = labels[others] == labels[query]
+        if relevant.any():
+            aps[query] = average_precision_score(relevant, scores[query, others])
+    return aps
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 10, 96])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_heavy_ties_with_uneven_chunks(chunk_size: int, n_threads: int) -> None:
+    # None of the chunk sizes divides the 97 rows, and class 4 has a single member.
+    rng = np.random.default_rng(5)
+    embeddings = exact_tie_embeddings(rng, 97)
+    labels = rng.integers(0, 4, size=97)
+    labels[50] = 4
+
+    result = retrieval_metrics(embeddings, labels, k=6, chunk_size=chunk_size, n_threads=n_threads)
+
+    assert result["map"] == pytest.approx(reference_map(embeddings, labels), abs=1e-12)
+    assert result["map_at_6"] == pytest.approx(reference_map_at_k(embeddings, labels, 6), abs=1e-12)
+    assert result["n_queries"] == 96
+    assert result["n_skipped"] == 1
+
+
+def test_per_query_ap_matches_sklearn() -> None:
+    rng = np.random.default_rng(6)
+    embeddings = exact_tie_embeddings(rng, 70)
+    labels = np.array(["smooth", "spiral", "edge_on"])[rng.integers(0, 3, size=70)]
+    labels[[3, 40]] = ["merger", "dont_know"]
+
+    result = retrieval_metrics(embeddings, labels, k=4, chunk_size=9, per_query=True)
+
+    expected = reference_per_query(embeddings, labels)
+    np.testing.assert_allclose(result["ap"], expected, rtol=0, atol=1e-12)
+    assert np.isnan(result["ap"][[3, 40]]).all()
+    assert np.isnan(result["ap_at_4"][[3, 40]]).all()
+    assert np.nanmean(result["ap"]) == pytest.approx(result["map"], abs=1e-12)
+    assert np.nanmean(result["ap_at_4"]) == pytest.approx(result["map_at_4"], abs=1e-12)
+
+
+def test_per_query_ap_at_k_hand_case() -> None:
+    # The hand case of test_retrieval_hand_case_without_ties, query by query:
+    # AP@3 = 1/4, 1/3, 1/6, 1/2, 1/4 and AP = 1/2, 1/3, 5/12, 1/2, 1/2.
+    angles = np.deg2rad([0.0, 10.0, 25.0, 45.0, 100.0])
+    embeddings = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    labels = np.array(["A", "B", "A", "B", "A"])
+
+    result = retrieval_metrics(embeddings, labels, k=3, per_query=True)
+
+    np.testing.assert_allclose(result["ap_at_3"], [1 / 4, 1 / 3, 1 / 6, 1 / 2, 1 / 4], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(result["ap"], [1 / 2, 1 / 3, 5 / 12, 1 / 2, 1 / 2], rtol=0, atol=1e-12)
+
+
+def test_small_sort_blocks_keep_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sort blocks of 2 or 3 rows split every class into several blocks per chunk.
+    monkeypatch.setattr(galaxalign.metrics, "_SUBBLOCK_SCORES", 150)
+    rng = np.random.default_rng(7)
+    embeddings = exact_tie_embeddings(rng, 60)
+    labels = rng.integers(0, 3, size=60)
+
+    result = retrieval_metrics(embeddings, labels, k=5, chunk_size=25, n_threads=2)
+
+    assert result["map"] == pytest.approx(reference_map(embeddings, labels), abs=1e-12)
+    assert result["map_at_5"] == pytest.approx(reference_map_at_k(embeddings, labels, 5), abs=1e-12)
+
+
+def test_map_matches_sklearn_with_many_classes() -> None:
+    # 30 classes of about 4 members: many class runs per chunk, and ties from the repeated rows.
+    rng = np.random.default_rng(8)
+    embeddings = exact_tie_embeddings(rng, 120)
+    labels = rng.permutation(np.arange(120) % 30)
+
+    result = retrieval_metrics(embeddings, labels, k=3, chunk_size=50)
+
+    assert result["map"] == pytest.approx(reference_map(embeddings, labels), abs=1e-12)
+    assert result["map_at_3"] == pytest.approx(reference_map_at_k(embeddings, labels, 3), abs=1e-12)
+
+
 def test_retrieval_rejects_nan_row() -> None:
     embeddings = np.ones((5, 3))
     embeddings[3, 1] = np.nan
@@ -232,6 +316,11 @@ def test_retrieval_rejects_k_below_one(k: int) -> None:
 def test_retrieval_rejects_chunk_size_below_one() -> None:
     with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         retrieval_metrics(np.eye(4), np.zeros(4, dtype=int), chunk_size=0)
+
+
+def test_retrieval_rejects_zero_threads() -> None:
+    with pytest.raises(ValueError, match="n_threads must be >= 1, got 0"):
+        retrieval_metrics(np.eye(4), np.zeros(4, dtype=int), n_threads=0)
 
 
 def test_average_precision_at_k_hand_case() -> None:
