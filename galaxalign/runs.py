@@ -14,7 +14,6 @@ import numpy as np
 import open_clip
 import torch
 
-from galaxalign.data.cache import cache_images
 from galaxalign.data.dataset import GalaxyDataset
 from galaxalign.data.readers import read_dataset
 from galaxalign.embed import (
@@ -29,7 +28,7 @@ from galaxalign.schema import ClassSchema
 from galaxalign.symbols import SymbolBank
 from galaxalign.train.config import TrainConfig
 from galaxalign.train.rundir import RunDirectory, RunDirectoryError
-from galaxalign.train.trainer import prepare_data, resolve_device
+from galaxalign.train.trainer import cache_for_config, prepare_data, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -280,18 +279,8 @@ def load_run_images(
             f"{other.source} has the classes {list(other.schema.names)} but run {run.path} was trained on "
             f"{list(run.schema.names)}; evaluate on a catalog with the run's classes in its label order"
         )
-    cached = cache_images(
-        other,
-        size=config.image_size,
-        crop_fraction=config.crop_fraction,
-        cache_dir=config.cache_dir,
-        skip_unreadable=config.skip_unreadable,
-    )
-    pixel_rows = np.asarray(cached.kept, dtype=np.int64)
-    if len(pixel_rows) < len(other):
-        logger.warning("left out %d unreadable images of %s", len(other) - len(pixel_rows), other.source)
-        other = other.subset(pixel_rows)
-    return RunImages(other, cached.array, pixel_rows, {"all": np.arange(len(other))}, foreign=True)
+    other, pixels, pixel_rows = cache_for_config(other, config)
+    return RunImages(other, pixels, pixel_rows, {"all": np.arange(len(other))}, foreign=True)
 
 
 def embed_run(

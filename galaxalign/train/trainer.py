@@ -86,6 +86,28 @@ class PreparedData:
         return self.pixel_rows[positions]
 
 
+def cache_for_config(
+    dataset: GalaxyDataset, config: TrainConfig
+) -> tuple[GalaxyDataset, np.ndarray, np.ndarray]:
+    """Cache ``dataset`` at the run's image size and crop; return it without unreadable galaxies.
+
+    Returns the dataset (a subset when ``skip_unreadable`` left images out),
+    the (M, S, S, 3) uint8 cache and each galaxy's row in it.
+    """
+    cached = cache_images(
+        dataset,
+        size=config.image_size,
+        crop_fraction=config.crop_fraction,
+        cache_dir=config.cache_dir,
+        skip_unreadable=config.skip_unreadable,
+    )
+    pixel_rows = np.asarray(cached.kept, dtype=np.int64)
+    if len(pixel_rows) < len(dataset):
+        logger.warning("left out %d unreadable images of %s", len(dataset) - len(pixel_rows), dataset.source)
+        dataset = dataset.subset(pixel_rows)
+    return dataset, cached.array, pixel_rows
+
+
 def prepare_data(config: TrainConfig, run: RunDirectory, reuse_split: bool = True) -> PreparedData:
     """Read the dataset, build or reuse the decoded-image cache, and load or draw the split.
 
@@ -98,17 +120,7 @@ def prepare_data(config: TrainConfig, run: RunDirectory, reuse_split: bool = Tru
     dataset = read_dataset(config.dataset, config.data_dir, download=config.download, **options)
     logger.info("read %d galaxies from %s: %s", len(dataset), dataset.source, dataset.class_counts())
 
-    cached = cache_images(
-        dataset,
-        size=config.image_size,
-        crop_fraction=config.crop_fraction,
-        cache_dir=config.cache_dir,
-        skip_unreadable=config.skip_unreadable,
-    )
-    pixel_rows = np.asarray(cached.kept, dtype=np.int64)
-    if len(pixel_rows) < len(dataset):
-        logger.warning("left out %d unreadable images", len(dataset) - len(pixel_rows))
-        dataset = dataset.subset(pixel_rows)
+    dataset, pixels, pixel_rows = cache_for_config(dataset, config)
 
     if reuse_split and run.split_path.exists():
         split = Split.load(run.split_path)
@@ -121,7 +133,7 @@ def prepare_data(config: TrainConfig, run: RunDirectory, reuse_split: bool = Tru
     train, val, test = split.indices(dataset)
     logger.info("split: %d train, %d validation, %d test galaxies", len(train), len(val), len(test))
     check_split_sizes(dataset, train, test, config)
-    return PreparedData(dataset, cached.array, pixel_rows, split, train, val, test)
+    return PreparedData(dataset, pixels, pixel_rows, split, train, val, test)
 
 
 def check_split_matches(split: Split, dataset: GalaxyDataset, run: RunDirectory) -> None:
