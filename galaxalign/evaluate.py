@@ -108,8 +108,9 @@ def classify(
     # Only the symbol drawings depend on the seed, so the other classifiers run once.
     fixed = {TEXT: text_scores.argmax(axis=1)}
     if train is not None:
-        fixed[LINEAR_PROBE] = _linear_probe(train, images, seeds[0], probe_c)
-        fixed[KNN] = _nearest_neighbours_vote(train, images, knn_k)
+        train_images = unit_images(train)
+        fixed[LINEAR_PROBE] = _linear_probe(train_images, train, images, seeds[0], probe_c)
+        fixed[KNN] = _nearest_neighbours_vote(train_images, train, images, knn_k)
     fixed_metrics = {method: classification_metrics(labels, p, names) for method, p in fixed.items()}
 
     results = []
@@ -128,8 +129,9 @@ def classify(
     return results
 
 
-def _linear_probe(train: EmbeddingSet, images: np.ndarray, seed: int, probe_c: float) -> np.ndarray:
-    train_images = unit_images(train)
+def _linear_probe(
+    train_images: np.ndarray, train: EmbeddingSet, images: np.ndarray, seed: int, probe_c: float
+) -> np.ndarray:
     if np.unique(train.labels).size < 2:
         raise ValueError(f"the linear probe needs two classes in {train.path}, found one")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=probe_c, max_iter=2000, random_state=seed))
@@ -137,10 +139,11 @@ def _linear_probe(train: EmbeddingSet, images: np.ndarray, seed: int, probe_c: f
     return probe.predict(images)
 
 
-def _nearest_neighbours_vote(train: EmbeddingSet, images: np.ndarray, k: int) -> np.ndarray:
+def _nearest_neighbours_vote(
+    train_images: np.ndarray, train: EmbeddingSet, images: np.ndarray, k: int
+) -> np.ndarray:
     if not 1 <= k <= len(train):
         raise ValueError(f"knn_k must be between 1 and {len(train)} (the galaxies in {train.path}), got {k}")
-    train_images = unit_images(train)
     # On unit vectors, Euclidean distance ranks neighbours exactly as cosine similarity does.
     vote = KNeighborsClassifier(n_neighbors=k, algorithm="brute")
     vote.fit(train_images, train.labels)

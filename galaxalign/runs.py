@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
@@ -57,6 +58,18 @@ class FinishedRun:
         return self.run.path
 
 
+def _weights_tag(model: str, pretrained: str | None) -> tuple[str, str | None]:
+    """Return the open_clip model name and the registry tag a run's weights came from, None for no tag.
+
+    A local weights file or random initialisation has no tag.
+    """
+    model_name, default_weights = resolve_model_name(model)
+    tag = default_weights if pretrained == "default" else pretrained
+    if not tag or tag not in open_clip.list_pretrained_tags_by_model(model_name):
+        return model_name, None
+    return model_name, tag
+
+
 def weights_normalization(model: str, pretrained: str | None) -> ImageNormalization | None:
     """Return the pixel normalisation of an open_clip weights tag, or None when it has no recorded one.
 
@@ -64,9 +77,8 @@ def weights_normalization(model: str, pretrained: str | None) -> ImageNormalizat
     because its checkpoint contains all weights. The normalisation that came
     with those weights is therefore looked up by tag.
     """
-    model_name, default_weights = resolve_model_name(model)
-    tag = default_weights if pretrained == "default" else pretrained
-    if not tag or tag not in open_clip.list_pretrained_tags_by_model(model_name):
+    model_name, tag = _weights_tag(model, pretrained)
+    if tag is None:
         return None
     config = open_clip.get_pretrained_cfg(model_name, tag)
     if "mean" not in config or "std" not in config:
@@ -206,17 +218,16 @@ def _resolved_quick_gelu(config: TrainConfig) -> bool:
     """Return the activation the run trained with, which its weights tag decided when not given."""
     if config.quick_gelu is not None:
         return bool(config.quick_gelu)
-    model_name, default_weights = resolve_model_name(config.model)
-    tag = default_weights if config.pretrained == "default" else config.pretrained
-    if not tag or tag not in open_clip.list_pretrained_tags_by_model(model_name):
+    model_name, tag = _weights_tag(config.model, config.pretrained)
+    if tag is None:
         return False
     return bool(open_clip.get_pretrained_cfg(model_name, tag).get("quick_gelu", False))
 
 
 SPLITS = ("train", "val", "test", "all")
 
-# Jittered drawings of each class symbol embedded with every split; evaluation averages a
-# seeded choice of them, so this is the most a "symbol_draws" setting can ask for.
+# Jittered drawings of each class symbol embedded with every split. Evaluation averages a
+# seeded choice of them, so "symbol_draws" can be at most this number.
 SYMBOL_VARIANTS = 32
 
 
@@ -246,9 +257,13 @@ class RunImages:
             )
         return self.splits[split]
 
+    @functools.cached_property
+    def _position_of(self) -> dict[str, int]:
+        return {object_id: i for i, object_id in enumerate(self.dataset.ids)}
+
     def thumbnails(self, ids: Sequence[str]) -> np.ndarray:
         """Return the cached images of the galaxies with these object ids, (len(ids), S, S, 3) uint8."""
-        position_of = {object_id: i for i, object_id in enumerate(self.dataset.ids)}
+        position_of = self._position_of
         missing = [object_id for object_id in ids if object_id not in position_of]
         if missing:
             raise KeyError(f"object ids {missing[:5]} are not in {self.dataset.source}")

@@ -136,7 +136,7 @@ class NeighbourIndex:
     - ``"faiss-flat"``: faiss's brute-force inner-product kernel
       (``faiss.knn``) over the same vectors, without a copy. Exact like
       ``"exact"``, but tied scores come in faiss's own order. With one
-      thread it answered single queries faster than ``"exact"`` in
+      thread it returned single queries faster than ``"exact"`` in
       benchmarks/neighbour_query.py; batches of many queries run slower.
     - ``"faiss-ivf"``: a faiss ``IndexIVFFlat`` with ``nlist`` lists (default
       about sqrt(N)) trained by k-means on a seeded sample. A query reads
