@@ -31,7 +31,7 @@ demo: setup
 	@echo "Run finished: metrics in $(RUN_DIR)/metrics.json, executed notebook $(RUN_DIR)/train.ipynb"
 
 test: setup
-	$(BIN)/ruff check galaxalign tests benchmarks scripts
+	$(BIN)/ruff check galaxalign widgets tests benchmarks scripts
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean-venv:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from galaxalign.metrics import (
     retrieval_metrics,
 )
 from galaxalign.runs import SYMBOL_VARIANTS, FinishedRun, RunImages, embed_run, load_run, load_run_images
-from galaxalign.search import NeighbourIndex
+from galaxalign.search import NeighbourIndex, SearchResult
 from galaxalign.viz import retrieval_gallery
 
 logger = logging.getLogger(__name__)
@@ -433,28 +433,47 @@ def gallery_figure(evaluation: RunEvaluation, n_queries: int = 6, k: int = 5, se
     neighbour, with a check mark when the classes match.
     """
     embeddings = evaluation.embeddings
-    names = embeddings.class_names
     index = NeighbourIndex.from_embedding_set(embeddings)
     rows = gallery_queries(embeddings.labels, n_queries, seed)
     result = index.query_ids(embeddings.ids[rows], k=k)
 
-    query_images = evaluation.images.thumbnails([str(i) for i in embeddings.ids[rows]])
-    neighbour_ids = [str(i) for i in result.ids.reshape(-1)]
-    neighbour_images = evaluation.images.thumbnails(neighbour_ids).reshape(
-        len(rows), k, *query_images.shape[1:]
+    def thumbnails(rows: np.ndarray) -> np.ndarray:
+        return evaluation.images.thumbnails([str(i) for i in embeddings.ids[rows]])
+
+    title = f"nearest neighbours among {len(embeddings)} galaxies ({evaluation.split} split)"
+    return neighbour_gallery(
+        rows, result, embeddings.ids, embeddings.labels, embeddings.class_names, thumbnails, title
     )
-    query_labels = embeddings.labels[rows]
-    neighbour_labels = embeddings.labels[result.rows]
+
+
+def neighbour_gallery(
+    query_rows: np.ndarray,
+    result: SearchResult,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    thumbnails: Callable[[np.ndarray], np.ndarray],
+    title: str,
+) -> Figure:
+    """Draw galaxies ``query_rows`` above their neighbours in ``result``, captioned with class and similarity.
+
+    ``ids`` and ``labels`` are indexed by row, as are ``result.rows``, and
+    ``thumbnails(rows)`` returns the (len(rows), S, S, 3) uint8 images of rows.
+    """
+    n_queries, k = result.rows.shape
+    query_images = thumbnails(query_rows)
+    neighbour_images = thumbnails(result.rows.reshape(-1)).reshape(n_queries, k, *query_images.shape[1:])
+    query_labels = labels[query_rows]
+    neighbour_labels = labels[result.rows]
     query_captions = [
-        f"{names[label]}\n{object_id}"
-        for label, object_id in zip(query_labels, embeddings.ids[rows], strict=True)
+        f"{class_names[label]}\n{object_id}"
+        for label, object_id in zip(query_labels, ids[query_rows], strict=True)
     ]
     neighbour_captions = [
         [
-            f"{score:.3f} {names[label]}{' ✓' if label == query_label else ''}"
-            for score, label in zip(scores, labels, strict=True)
+            f"{score:.3f} {class_names[label]}{' ✓' if label == query_label else ''}"
+            for score, label in zip(scores, row_labels, strict=True)
         ]
-        for scores, labels, query_label in zip(result.scores, neighbour_labels, query_labels, strict=True)
+        for scores, row_labels, query_label in zip(result.scores, neighbour_labels, query_labels, strict=True)
     ]
-    title = f"nearest neighbours among {len(embeddings)} galaxies ({evaluation.split} split)"
     return retrieval_gallery(query_images, neighbour_images, query_captions, neighbour_captions, title)

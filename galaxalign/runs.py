@@ -315,7 +315,6 @@ def embed_run(
     """
     positions = images.positions(split)
     dataset = images.dataset
-    name = split if not images.foreign else f"{_folder_name(dataset.source)}-{split}"
     source_classes = {"classes": list(run.schema.names), "prompts": list(run.schema.prompts)}
     source = {
         "checkpoint": run.checkpoint.name,
@@ -328,7 +327,7 @@ def embed_run(
         "symbol_variants": symbol_variants if run.config.uses_symbols else 0,
         **source_classes,
     }
-    folder = run.run.embeddings_dir / name
+    folder = embedding_folder(run, images, split)
     finished = finished_embedding_set(folder, source, len(positions))
     if finished is not None:
         return finished
@@ -354,6 +353,12 @@ def embed_run(
         source,
         chunk_size=chunk_size,
     )
+
+
+def embedding_folder(run: FinishedRun, images: RunImages, split: str) -> Path:
+    """Return the folder :func:`embed_run` writes one split of ``images`` to, whether or not it exists."""
+    name = split if not images.foreign else f"{_folder_name(images.dataset.source)}-{split}"
+    return run.run.embeddings_dir / name
 
 
 def _folder_name(source: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,132 @@ def retrieval_gallery(
         axes[1, 0].set_ylabel("nearest", fontsize=8)
     if title:
         figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def class_colours(n_classes: int) -> list[str]:
+    """Return one distinct plotly colour per class, the same in every map of a run."""
+    palette = px.colors.qualitative.Plotly if n_classes <= 10 else px.colors.qualitative.Alphabet
+    return [palette[label % len(palette)] for label in range(n_classes)]
+
+
+def map_figure(
+    coords: np.ndarray,
+    rows: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    predicted: np.ndarray | None = None,
+    places: Mapping[str, np.ndarray] | None = None,
+    title: str = "",
+    marker_size: float = 5.0,
+) -> go.Figure:
+    """Draw galaxies at map coordinates as WebGL scatter traces, one per class, with hover details.
+
+    ``coords`` (M, 2) are the positions of embedding rows ``rows`` (M,);
+    ``ids``, ``labels`` and ``predicted`` are indexed by embedding row.
+    Galaxy traces have ``meta="galaxies"`` and each point's ``customdata``
+    is ``[row, object id, predicted class]``. ``places`` maps "symbols" and
+    "prompts" to (C, 2) positions of the class symbols and prompts, drawn as
+    stars and diamonds labelled with the class name.
+    """
+    colours = class_colours(len(class_names))
+    names = np.asarray(class_names, dtype=object)
+    figure = go.Figure()
+    for label, name in enumerate(class_names):
+        members = np.flatnonzero(labels[rows] == label)
+        member_rows = rows[members]
+        guessed = names[predicted[member_rows]] if predicted is not None else np.full(len(members), "")
+        figure.add_trace(
+            go.Scattergl(
+                x=coords[members, 0],
+                y=coords[members, 1],
+                mode="markers",
+                name=f"{name} ({len(members)})",
+                meta="galaxies",
+                marker={"size": marker_size, "color": colours[label], "opacity": 0.8},
+                customdata=[
+                    [int(row), str(ids[row]), str(guess)]
+                    for row, guess in zip(member_rows, guessed, strict=True)
+                ],
+                hovertemplate=(
+                    f"<b>%{{customdata[1]}}</b><br>class: {name}<br>"
+                    "predicted: %{customdata[2]}<extra></extra>"
+                ),
+            )
+        )
+    markers = {"symbols": ("star", "symbol"), "prompts": ("diamond", "prompt")}
+    for kind, positions in (places or {}).items():
+        shape, word = markers[kind]
+        figure.add_trace(
+            go.Scatter(
+                x=positions[:, 0],
+                y=positions[:, 1],
+                mode="markers+text",
+                name=f"class {word}s",
+                meta=kind,
+                text=list(class_names),
+                textposition="top center",
+                textfont={"size": 10},
+                marker={
+                    "symbol": shape,
+                    "size": 16,
+                    "color": colours,
+                    "line": {"width": 1.5, "color": "black"},
+                },
+                hovertemplate=f"{word} of %{{text}}<extra></extra>",
+            )
+        )
+    figure.update_layout(
+        title=title,
+        template="plotly_white",
+        xaxis={"showticklabels": False, "title": None, "zeroline": False},
+        yaxis={"showticklabels": False, "title": None, "zeroline": False, "scaleanchor": "x"},
+        legend={"itemsizing": "constant"},
+        margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10},
+        hovermode="closest",
+    )
+    return figure
+
+
+def query_results_figure(
+    images: np.ndarray,
+    captions: Sequence[str],
+    query_caption: str,
+    query_image: np.ndarray | None = None,
+    columns: int = 9,
+) -> Figure:
+    """Draw a query followed by the galaxies it found, best match first.
+
+    ``images`` is (K, S, S, 3) uint8 with one caption each. An image query
+    (a symbol drawing, an uploaded cutout) takes the first panel, framed in
+    red. A text query has no image and becomes the figure's title. Panels
+    wrap after ``columns`` per row.
+    """
+    offset = 0 if query_image is None else 1
+    panels = len(images) + offset
+    n_columns = min(columns, panels)
+    n_rows = -(-panels // n_columns)
+    figure, axes = plt.subplots(n_rows, n_columns, figsize=(1.6 * n_columns, 1.8 * n_rows), squeeze=False)
+    flat = list(axes.flat)
+    for axis, image, caption in zip(flat[offset:], images, captions, strict=False):
+        axis.imshow(image)
+        axis.set_title(caption, fontsize=7)
+    for axis in flat:
+        axis.set_xticks([])
+        axis.set_yticks([])
+    for axis in flat[panels:]:
+        axis.axis("off")
+    if query_image is None:
+        figure.suptitle(textwrap.fill(query_caption, 100), fontsize=9, color="tab:red")
+    else:
+        flat[0].imshow(query_image)
+        flat[0].set_title(textwrap.fill(query_caption, 24), fontsize=7, color="tab:red")
+        for spine in flat[0].spines.values():
+            spine.set_color("tab:red")
+            spine.set_linewidth(2)
     figure.tight_layout()
     plt.close(figure)
     return figure

@@ -1,0 +1,371 @@
+"""The embeddings of a finished run prepared for exploration: maps, neighbours and thumbnails by row."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from matplotlib.figure import Figure
+
+from galaxalign import viz
+from galaxalign.classify import zero_shot_scores
+from galaxalign.embed import EmbeddingSet, read_embedding_set
+from galaxalign.evaluate import gallery_queries, neighbour_gallery
+from galaxalign.maps import (
+    PcaGrid,
+    check_method,
+    embedding_map,
+    grid_mosaic,
+    grid_shape,
+    map_title,
+    pca_grid,
+    place_in_map,
+    sample_rows,
+    save_png,
+)
+from galaxalign.runs import FinishedRun, embed_run, embedding_folder, load_run, load_run_images
+from galaxalign.search import NeighbourIndex, SearchResult
+from galaxalign.symbols import SymbolBank
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Exploration:
+    """Galaxies of one split of a run, with what maps, neighbour search and thumbnails need.
+
+    Row ``i`` of every per-galaxy array is the same galaxy: ``ids`` (str
+    object ids), ``labels`` (int64 class indices into ``class_names``),
+    ``predicted`` (zero-shot class from the prompts, or None) and
+    ``pixel_rows`` (its row in ``pixels``, the (M, S, S, 3) uint8
+    decoded-image cache, so thumbnails never re-read image files).
+    ``index`` is a neighbour index over the unit image embeddings in the same
+    row order. ``text`` and ``symbols`` are (C, D) class prompt and symbol
+    embeddings, None where the run has no such tower. Maps show the rows in
+    ``map_rows``, a seeded sample when the split is large.
+    """
+
+    ids: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    index: NeighbourIndex
+    pixels: np.ndarray
+    pixel_rows: np.ndarray
+    map_rows: np.ndarray
+    predicted: np.ndarray | None = None
+    text: np.ndarray | None = None
+    symbols: np.ndarray | None = None
+    prompts: list[str] | None = None
+    run: FinishedRun | None = None
+    output_dir: Path | None = None
+    seed: int = 0
+    _maps: dict[tuple[str, tuple[tuple[str, float], ...]], np.ndarray] = field(
+        default_factory=dict, repr=False
+    )
+    _class_indexes: dict[frozenset[int], tuple[np.ndarray, NeighbourIndex]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The (N, D) float32 unit image embeddings."""
+        return self.index.vectors
+
+    def thumbnails(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Return the cached images of these embedding rows, (len(rows), S, S, 3) uint8."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return np.asarray(self.pixels[self.pixel_rows[rows]])
+
+    def map(self, method: str, **options: float) -> np.ndarray:
+        """Return (len(map_rows), 2) map coordinates by ``method`` ("tsne", "umap", "pca"), computed once.
+
+        ``options`` go to :func:`galaxalign.maps.embedding_map` (perplexity,
+        n_neighbors, min_dist).
+        """
+        method = check_method(method)
+        key = (method, tuple(sorted(options.items())))
+        if key not in self._maps:
+            logger.info("computing the %s map of %d galaxies", method, len(self.map_rows))
+            vectors = np.asarray(self.vectors[self.map_rows])
+            self._maps[key] = embedding_map(vectors, method, seed=self.seed, **options)
+        return self._maps[key]
+
+    def placed(self, coords: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+        """Place the class symbols and prompts in a map of ``map_rows``: name → (C, 2) coordinates."""
+        galaxies = np.asarray(self.vectors[self.map_rows])
+        places = {}
+        for name, vectors in (("symbols", self.symbols), ("prompts", self.text)):
+            if vectors is not None:
+                places[name] = place_in_map(coords, galaxies, vectors, k)
+        return places
+
+    def map_frame(self, coords: np.ndarray) -> pd.DataFrame:
+        """Return the map as a table: object id, x, y, class and predicted class, one row per galaxy shown."""
+        rows = self.map_rows
+        frame = pd.DataFrame(
+            {
+                "object_id": self.ids[rows],
+                "x": coords[:, 0],
+                "y": coords[:, 1],
+                "label": np.asarray(self.class_names, dtype=object)[self.labels[rows]],
+            }
+        )
+        if self.predicted is not None:
+            frame["predicted"] = np.asarray(self.class_names, dtype=object)[self.predicted[rows]]
+        return frame
+
+    def neighbours(self, row: int, k: int, classes: Sequence[int] | None = None) -> SearchResult:
+        """Find the ``k`` galaxies most similar to galaxy ``row``, itself excluded, best first.
+
+        ``classes`` restricts neighbours to those class indices; None allows
+        all. Rows in the result are rows of this exploration.
+        """
+        row = int(row)
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {row} is outside the {len(self)} galaxies of this exploration")
+        allowed, index = self._index_for(classes)
+        if index is self.index:
+            return self.index.query_ids(self.ids[row], k=k)
+        if self.ids[row] in index:
+            result = index.query_ids(self.ids[row], k=k)
+        else:
+            result = index.search(self.vectors[row], k=k)
+        return dataclasses.replace(result, rows=allowed[result.rows])
+
+    def search(self, vector: np.ndarray, k: int, classes: Sequence[int] | None = None) -> SearchResult:
+        """Find the ``k`` galaxies most similar to a query vector (a symbol, a text, an uploaded image)."""
+        allowed, index = self._index_for(classes)
+        result = index.search(vector, k=k)
+        return dataclasses.replace(result, rows=allowed[result.rows])
+
+    def _index_for(self, classes: Sequence[int] | None) -> tuple[np.ndarray, NeighbourIndex]:
+        """Return the rows allowed by a class filter and an index over them (the full index for no filter)."""
+        everything = np.arange(len(self))
+        if classes is None:
+            return everything, self.index
+        wanted = frozenset(int(label) for label in classes)
+        if not wanted:
+            raise ValueError("the class filter is empty; choose at least one class")
+        if wanted >= set(np.unique(self.labels).tolist()):
+            return everything, self.index
+        if wanted not in self._class_indexes:
+            allowed = np.flatnonzero(np.isin(self.labels, list(wanted)))
+            if allowed.size == 0:
+                names = [self.class_names[label] for label in sorted(wanted)]
+                raise ValueError(f"no galaxy of the classes {names} is in this exploration")
+            index = NeighbourIndex(
+                self.vectors[allowed],
+                self.ids[allowed],
+                labels=self.labels[allowed],
+                class_names=self.class_names,
+                backend=self.index.backend,
+            )
+            self._class_indexes[wanted] = (allowed, index)
+        return self._class_indexes[wanted]
+
+
+def exploration_from_embeddings(
+    embeddings: EmbeddingSet,
+    pixels: np.ndarray,
+    pixel_rows: np.ndarray,
+    max_points: int = 5000,
+    seed: int = 0,
+    symbol_draws: int | None = None,
+) -> Exploration:
+    """Build an :class:`Exploration` from an embedding set and the cache rows of its galaxies.
+
+    ``pixel_rows[i]`` is the row in ``pixels`` of the galaxy of embedding
+    row ``i``. ``symbol_draws`` is how many stored drawings each class
+    symbol averages (None for all of them).
+    """
+    if len(pixel_rows) != len(embeddings):
+        raise ValueError(f"got {len(pixel_rows)} image cache rows for {len(embeddings)} embedded galaxies")
+    index = NeighbourIndex.from_embedding_set(embeddings)
+    text = np.asarray(embeddings.text, dtype=np.float32)
+    predicted = zero_shot_scores(index.vectors, text).argmax(axis=1) if len(text) else None
+    symbols = embeddings.symbols(symbol_draws) if embeddings.symbol_draws is not None else None
+    prompts = embeddings.source.get("prompts")
+    return Exploration(
+        ids=np.asarray(embeddings.ids).astype(str),
+        labels=np.asarray(embeddings.labels, dtype=np.int64),
+        class_names=list(embeddings.class_names),
+        index=index,
+        pixels=pixels,
+        pixel_rows=np.asarray(pixel_rows, dtype=np.int64),
+        map_rows=sample_rows(len(embeddings), max_points, seed),
+        predicted=predicted,
+        text=text if len(text) else None,
+        symbols=symbols,
+        prompts=list(prompts) if prompts else None,
+        seed=seed,
+    )
+
+
+def load_exploration(
+    run_dir: str | Path | FinishedRun,
+    split: str = "test",
+    dataset: str | None = None,
+    data_dir: str | Path | None = None,
+    max_points: int = 5000,
+    seed: int = 0,
+    embed: bool = True,
+    device: str = "auto",
+) -> Exploration:
+    """Open one split of a finished run for the maps, the PCA grid and the neighbour widgets.
+
+    Reads ``<run_dir>/embeddings/<split>/``. When it is missing and ``embed``
+    is True, the run's model embeds the split first (as evaluate.ipynb
+    does); with ``embed=False`` a missing folder raises
+    ``FileNotFoundError`` saying how to create it. ``dataset`` and
+    ``data_dir`` name another catalog with the run's classes, as in
+    :func:`galaxalign.evaluate.evaluate_run`. Figures go to
+    ``<run_dir>/explore/<embedding folder name>/``.
+    """
+    run = run_dir if isinstance(run_dir, FinishedRun) else load_run(run_dir, device=device)
+    images = load_run_images(run, dataset, data_dir)
+    positions = images.positions(split)
+
+    if embed:
+        embeddings = embed_run(run, images, split)
+    else:
+        folder = embedding_folder(run, images, split)
+        if not (folder / "manifest.json").is_file():
+            raise FileNotFoundError(
+                f"run {run.path} has no embeddings of split {split!r} (expected {folder}). Run "
+                "notebooks/evaluate.ipynb on this run first, or pass embed=True to compute them here"
+            )
+        embeddings = read_embedding_set(folder)
+        if embeddings.source.get("checkpoint") != run.checkpoint.name:
+            logger.warning(
+                "the embeddings in %s come from checkpoint %s, not the run's newest %s; "
+                "pass embed=True to recompute them",
+                folder,
+                embeddings.source.get("checkpoint"),
+                run.checkpoint.name,
+            )
+
+    position_of = {str(object_id): i for i, object_id in enumerate(images.dataset.ids[positions])}
+    missing = [object_id for object_id in embeddings.ids if str(object_id) not in position_of]
+    if missing:
+        raise ValueError(
+            f"the embeddings in {embeddings.path} contain object ids that are not in split {split!r} of "
+            f"{images.dataset.source}, for example {missing[:3]}; delete that folder and embed again"
+        )
+    pixel_rows = images.pixel_rows[positions[[position_of[str(i)] for i in embeddings.ids]]]
+
+    exploration = exploration_from_embeddings(embeddings, images.pixels, pixel_rows, max_points, seed)
+    exploration.run = run
+    exploration.output_dir = run.path / "explore" / embeddings.path.name
+    logger.info(
+        "exploring %d galaxies of %s (split %s); maps show %d",
+        len(exploration),
+        images.dataset.source,
+        split,
+        len(exploration.map_rows),
+    )
+    return exploration
+
+
+def gallery_figure(exploration: Exploration, n_queries: int = 6, k: int = 5, seed: int = 0) -> Figure:
+    """Draw query galaxies (one per class first) above their ``k`` nearest neighbours among all galaxies."""
+    rows = gallery_queries(exploration.labels, n_queries, seed)
+    result = exploration.index.query_ids(exploration.ids[rows], k=k)
+    title = f"nearest neighbours among {len(exploration)} galaxies"
+    return neighbour_gallery(
+        rows,
+        result,
+        exploration.ids,
+        exploration.labels,
+        exploration.class_names,
+        exploration.thumbnails,
+        title,
+    )
+
+
+def result_captions(exploration: Exploration, result: SearchResult, query: int = 0) -> list[str]:
+    """Caption each galaxy of one query's result: rank, object id, cosine similarity and class."""
+    return [
+        f"{rank}. {exploration.ids[row]}\n{score:.3f} {exploration.class_names[exploration.labels[row]]}"
+        for rank, (row, score) in enumerate(zip(result.rows[query], result.scores[query], strict=True), 1)
+    ]
+
+
+def symbol_drawings(exploration: Exploration) -> np.ndarray:
+    """Draw one picture of each class symbol of the run at its image size, (C, S, S, 3) uint8, for display."""
+    if exploration.run is None:
+        raise ValueError("this exploration has no run, so its class symbols are unknown")
+    run = exploration.run
+    return SymbolBank(run.schema, run.config.image_size, 1, seed=0).images[:, 0]
+
+
+def search_figure(
+    exploration: Exploration,
+    vector: np.ndarray,
+    query_caption: str,
+    k: int = 8,
+    query_image: np.ndarray | None = None,
+) -> Figure:
+    """Search the galaxies nearest to a query vector and draw the query followed by them."""
+    result = exploration.search(vector, k=k)
+    images = exploration.thumbnails(result.rows[0])
+    return viz.query_results_figure(images, result_captions(exploration, result), query_caption, query_image)
+
+
+def map_figure(exploration: Exploration, method: str, **options: float) -> go.Figure:
+    """Draw the ``method`` map of the exploration with class symbols and prompts placed in it."""
+    coords = exploration.map(method, **options)
+    shown = len(exploration.map_rows)
+    sample = f" (random {shown} of {len(exploration)})" if shown < len(exploration) else ""
+    return viz.map_figure(
+        coords,
+        exploration.map_rows,
+        exploration.ids,
+        exploration.labels,
+        exploration.class_names,
+        exploration.predicted,
+        exploration.placed(coords),
+        title=f"{map_title(method)} map of {shown} galaxies{sample}",
+    )
+
+
+def save_map(exploration: Exploration, method: str, figure: go.Figure) -> list[Path]:
+    """Write a map as interactive HTML and its coordinates as CSV into the exploration's output folder.
+
+    The HTML page loads plotly.js from a copy written beside it, so it opens
+    without internet. Returns the paths written.
+    """
+    folder = _output_dir(exploration)
+    html = folder / f"map_{method}.html"
+    figure.write_html(html, include_plotlyjs="directory")
+    table = folder / f"map_{method}.csv"
+    exploration.map_frame(exploration.map(method)).to_csv(table, index=False)
+    logger.info("wrote the %s map to %s and %s", method, html, table)
+    return [html, table]
+
+
+def save_pca_grid(exploration: Exploration, max_side: int = 24, seed: int = 0) -> tuple[PcaGrid, Path]:
+    """Arrange up to ``max_side`` x ``max_side`` galaxies on the PCA grid and save it as ``pca_grid.png``.
+
+    Returns the grid and the PNG's path in the exploration's output folder.
+    """
+    shape = grid_shape(len(exploration), max_side)
+    grid = pca_grid(exploration.vectors, shape, seed=seed)
+    mosaic = grid_mosaic(grid, exploration.thumbnails(grid.rows))
+    path = save_png(mosaic, _output_dir(exploration) / "pca_grid.png")
+    return grid, path
+
+
+def _output_dir(exploration: Exploration) -> Path:
+    if exploration.output_dir is None:
+        raise ValueError("this exploration has no output folder; set exploration.output_dir first")
+    exploration.output_dir.mkdir(parents=True, exist_ok=True)
+    return exploration.output_dir

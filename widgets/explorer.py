@@ -1,0 +1,287 @@
+"""The neighbour explorer: an embedding map where clicking a galaxy shows it with its nearest neighbours."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+
+from galaxalign.explore import Exploration, map_figure
+from galaxalign.maps import MAP_METHODS, MapUnavailableError, map_title
+from galaxalign.search import SearchResult
+
+from .cards import CardRow, guarded, message_html, png_bytes
+
+logger = logging.getLogger(__name__)
+
+MAX_K = 50
+
+
+class NeighbourExplorer(widgets.VBox):
+    """Embedding map of a run's galaxies; a click shows the galaxy enlarged with its ``k`` nearest neighbours.
+
+    ``exploration`` comes from :func:`galaxalign.explore.load_exploration`.
+    The controls set ``k``, the map (t-SNE, UMAP, PCA) and which classes are
+    shown; hidden classes are left out of the neighbours too. Hovering a
+    galaxy shows its thumbnail. The clicked galaxy is ringed on the map and
+    its neighbours are circled. ``selected`` is the row shown first (None
+    for none), so a notebook run headless shows a filled-in explorer.
+    Errors (a map method that is not installed, too few galaxies) appear in
+    the status line and leave the explorer usable.
+    """
+
+    def __init__(
+        self,
+        exploration: Exploration,
+        k: int = 8,
+        method: str = "pca",
+        selected: int | None = 0,
+        thumbnail_px: int = 96,
+        enlarged_px: int = 192,
+    ) -> None:
+        self.exploration = exploration
+        self.selected_row: int | None = None
+        self.result: SearchResult | None = None
+        self._trace_rows: dict[int, np.ndarray] = {}
+        self._map_position = np.full(len(exploration), -1, dtype=np.int64)
+        self._map_position[exploration.map_rows] = np.arange(len(exploration.map_rows))
+        self._coords = np.zeros((len(exploration.map_rows), 2), dtype=np.float32)
+
+        max_k = max(1, min(MAX_K, len(exploration) - 1))
+        self.k_slider = widgets.IntSlider(
+            value=min(max(1, k), max_k), min=1, max=max_k, description="neighbours", continuous_update=False
+        )
+        self.method_menu = widgets.Dropdown(
+            options=[(map_title(name), name) for name in MAP_METHODS], value=method, description="map"
+        )
+        self.class_filter = widgets.SelectMultiple(
+            options=[(name, label) for label, name in enumerate(exploration.class_names)],
+            value=tuple(range(len(exploration.class_names))),
+            description="classes",
+            rows=min(6, len(exploration.class_names)),
+        )
+        self.figure = go.FigureWidget()
+        self.status = widgets.HTML()
+        self.status.add_class("galaxalign-status")
+        self.hover_image = widgets.Image(format="png", layout=widgets.Layout(width="128px", height="128px"))
+        self.hover_caption = widgets.HTML(value=message_html("hover over a galaxy to see it here"))
+        self.selected_image = widgets.Image(
+            format="png", layout=widgets.Layout(width=f"{enlarged_px}px", height=f"{enlarged_px}px")
+        )
+        self.selected_caption = widgets.HTML(value=message_html("click a galaxy on the map"))
+        self.selected_caption.add_class("galaxalign-selected")
+        self.neighbour_cards = CardRow(thumbnail_px, "galaxalign-neighbour")
+
+        controls = widgets.HBox([self.method_menu, self.k_slider, self.class_filter])
+        hover_panel = widgets.VBox(
+            [widgets.HTML("<b>under the pointer</b>"), self.hover_image, self.hover_caption],
+            layout=widgets.Layout(width="180px"),
+        )
+        selected_panel = widgets.VBox(
+            [widgets.HTML("<b>selected galaxy</b>"), self.selected_image, self.selected_caption],
+            layout=widgets.Layout(width=f"{enlarged_px + 24}px"),
+        )
+        neighbours_panel = widgets.VBox([widgets.HTML("<b>nearest neighbours</b>"), self.neighbour_cards])
+        super().__init__(
+            [
+                controls,
+                widgets.HBox([self.figure, hover_panel]),
+                self.status,
+                widgets.HBox([selected_panel, neighbours_panel]),
+            ]
+        )
+        self.add_class("galaxalign-explorer")
+
+        self._method = method
+        startup_error = None
+        if not self._draw_map(method):
+            startup_error = self.status.value
+            self._draw_map("pca")
+            self.method_menu.value = "pca"
+        self.method_menu.observe(self._guard(self._on_method), names="value")
+        self.k_slider.observe(self._guard(self._on_k), names="value")
+        self.class_filter.observe(self._guard(self._on_classes), names="value")
+        if selected is not None:
+            self.select(selected)
+        if startup_error is not None:
+            self.status.value = startup_error
+
+    @property
+    def k(self) -> int:
+        return int(self.k_slider.value)
+
+    @property
+    def classes(self) -> list[int] | None:
+        """The class indices shown, or None when every class is shown."""
+        chosen = sorted(self.class_filter.value)
+        return None if len(chosen) == len(self.exploration.class_names) else chosen
+
+    def select(self, row: int) -> None:
+        """Show galaxy ``row`` enlarged with its nearest neighbours and ring it on the map."""
+        exploration = self.exploration
+        row = int(row)
+        try:
+            result = exploration.neighbours(row, self.k, self.classes)
+        except (ValueError, IndexError) as error:
+            self._report(str(error), error=True)
+            return
+        neighbour_rows = result.rows[0]
+        images = exploration.thumbnails(np.concatenate([[row], neighbour_rows]))
+
+        names = exploration.class_names
+        label = names[exploration.labels[row]]
+        predicted = ""
+        if exploration.predicted is not None:
+            predicted = f"<br>predicted: {html.escape(names[exploration.predicted[row]])}"
+        self.selected_image.value = png_bytes(images[0])
+        self.selected_caption.value = (
+            f"<b>{html.escape(str(exploration.ids[row]))}</b><br>class: {html.escape(label)}{predicted}"
+        )
+        captions = [
+            [f"{rank}. {exploration.ids[neighbour]}", f"{score:.3f} · {names[exploration.labels[neighbour]]}"]
+            for rank, (neighbour, score) in enumerate(zip(neighbour_rows, result.scores[0], strict=True), 1)
+        ]
+        self.neighbour_cards.show(images[1:], captions)
+        self.selected_row = row
+        self.result = result
+        self._highlight()
+        self._report(self._summary())
+
+    def _summary(self) -> str:
+        exploration = self.exploration
+        shown = len(exploration.map_rows)
+        text = f"{len(exploration)} galaxies"
+        if shown < len(exploration):
+            text += f", {shown} on the map (neighbours come from all)"
+        if self.classes is not None:
+            text += ", neighbours from the shown classes only"
+        return text
+
+    def _draw_map(self, method: str) -> bool:
+        """Replace the map by the ``method`` map; on failure report why and keep the current one."""
+        try:
+            figure = map_figure(self.exploration, method)
+        except (MapUnavailableError, ValueError) as error:
+            self._report(f"cannot draw the {map_title(method)} map: {error}", error=True)
+            return False
+        self._coords = self.exploration.map(method)
+
+        with self.figure.batch_update():
+            self.figure.data = ()
+            self.figure.add_traces(list(figure.data))
+            self.figure.add_trace(
+                go.Scattergl(
+                    x=[],
+                    y=[],
+                    mode="markers",
+                    name="neighbours",
+                    meta="selection",
+                    hoverinfo="skip",
+                    marker={"size": 11, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "black"}},
+                )
+            )
+            self.figure.add_trace(
+                go.Scattergl(
+                    x=[],
+                    y=[],
+                    mode="markers",
+                    name="selected",
+                    meta="selection",
+                    hoverinfo="skip",
+                    marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "#d62728"}},
+                )
+            )
+            self.figure.layout = figure.layout
+            self.figure.layout.height = 560
+            self.figure.layout.width = 720
+
+        self._trace_rows = {}
+        shown = set(self.class_filter.value)
+        for position, trace in enumerate(self.figure.data):
+            if trace.meta != "galaxies":
+                continue
+            rows = np.array([point[0] for point in trace.customdata], dtype=np.int64)
+            self._trace_rows[position] = rows
+            label = int(self.exploration.labels[rows[0]]) if len(rows) else -1
+            trace.visible = label in shown or not len(rows)
+            trace.on_click(self._guard(self._on_click))
+            trace.on_hover(self._guard(self._on_hover))
+        self._method = method
+        self._highlight()
+        return True
+
+    def _highlight(self) -> None:
+        """Ring the selected galaxy and circle its neighbours where they are on the map."""
+        neighbours_trace, selected_trace = self.figure.data[-2], self.figure.data[-1]
+        with self.figure.batch_update():
+            for trace, rows in (
+                (selected_trace, [] if self.selected_row is None else [self.selected_row]),
+                (neighbours_trace, [] if self.result is None else list(self.result.rows[0])),
+            ):
+                positions = self._map_position[np.asarray(rows, dtype=np.int64)]
+                positions = positions[positions >= 0]
+                trace.x = self._coords[positions, 0].tolist()
+                trace.y = self._coords[positions, 1].tolist()
+
+    def _on_click(self, trace: Any, points: Any, state: Any) -> None:
+        if not points.point_inds:
+            return
+        rows = self._trace_rows.get(points.trace_index)
+        if rows is None:
+            return
+        self.select(int(rows[points.point_inds[0]]))
+
+    def _on_hover(self, trace: Any, points: Any, state: Any) -> None:
+        if not points.point_inds:
+            return
+        rows = self._trace_rows.get(points.trace_index)
+        if rows is None:
+            return
+        row = int(rows[points.point_inds[0]])
+        exploration = self.exploration
+        self.hover_image.value = png_bytes(exploration.thumbnails([row])[0])
+        label = exploration.class_names[exploration.labels[row]]
+        self.hover_caption.value = f"<b>{html.escape(str(exploration.ids[row]))}</b><br>{html.escape(label)}"
+
+    def _on_method(self, change: dict[str, Any]) -> None:
+        if change["new"] == self._method:
+            return
+        self._report(f"computing the {map_title(change['new'])} map…")
+        if not self._draw_map(change["new"]):
+            # Put the menu back on the map still shown; the status line keeps the error.
+            message = self.status.value
+            self.method_menu.value = self._method
+            self.status.value = message
+            return
+        self._report(self._summary())
+
+    def _on_k(self, change: dict[str, Any]) -> None:
+        if self.selected_row is not None:
+            self.select(self.selected_row)
+
+    def _on_classes(self, change: dict[str, Any]) -> None:
+        if not change["new"]:
+            self._report("choose at least one class; the map keeps the classes it showed", error=True)
+            return
+        shown = set(change["new"])
+        with self.figure.batch_update():
+            for position, rows in self._trace_rows.items():
+                if len(rows):
+                    self.figure.data[position].visible = int(self.exploration.labels[rows[0]]) in shown
+        if self.selected_row is not None:
+            self.select(self.selected_row)
+        else:
+            self._report(self._summary())
+
+    def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
+        return guarded(callback, self._report, "neighbour explorer")
+
+    def _report(self, text: str, error: bool = False) -> None:
+        if error:
+            logger.warning("%s", text)
+        self.status.value = message_html(text, error)
