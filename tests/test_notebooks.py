@@ -113,3 +113,33 @@ def test_ablations_notebook_runs_all_variants(small_catalog: Path, tmp_path: Pat
     assert table.loc["stage1_only", "accuracy_mean"] == pytest.approx(stage1["accuracy"])
     assert not (parent / "clip_no_symbols-seed0" / "symbols.png").exists()
     assert sum("image/png" in o.get("data", {}) for o in notebook_outputs(output)) == 1
+
+
+@pytest.mark.slow
+def test_explore_notebook_writes_maps_and_grid(finished_run: Path, tmp_path: Path):
+    output = tmp_path / "explore.ipynb"
+    papermill.execute_notebook(
+        str(REPOSITORY / "notebooks" / "explore.ipynb"),
+        str(output),
+        parameters={"run_dir": str(finished_run), "split": "all", "k": 3, "grid_size": 5, "device": "cpu"},
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+
+    folder = finished_run / "explore" / "all"
+    for method in ("tsne", "umap", "pca"):
+        frame = pd.read_csv(folder / f"map_{method}.csv", dtype={"object_id": str})
+        assert len(frame) == 48, method
+        assert (folder / f"map_{method}.html").is_file(), method
+    grid = Image.open(folder / "pca_grid.png")
+    # 5 x 5 cells of 32 px with 1 px between them.
+    assert grid.size == (164, 164)
+    for name in ("gallery.png", "search_symbol.png", "search_text.png"):
+        assert Image.open(folder / name).size[0] > 100, name
+
+    notebook = nbformat.read(output, as_version=4)
+    outputs = [item for cell in notebook.cells for item in cell.get("outputs", [])]
+    kinds = [kind for item in outputs for kind in item.get("data", {})]
+    assert kinds.count("application/vnd.plotly.v1+json") == 3
+    assert kinds.count("application/vnd.jupyter.widget-view+json") >= 2
+    assert [item for item in outputs if item["output_type"] == "error"] == []

@@ -51,6 +51,7 @@ class NeighbourExplorer(widgets.VBox):
         self._map_position = np.full(len(exploration), -1, dtype=np.int64)
         self._map_position[exploration.map_rows] = np.arange(len(exploration.map_rows))
         self._coords = np.zeros((len(exploration.map_rows), 2), dtype=np.float32)
+        self._shown = list(range(len(exploration.class_names)))
 
         max_k = max(1, min(MAX_K, len(exploration) - 1))
         self.k_slider = widgets.IntSlider(
@@ -118,8 +119,7 @@ class NeighbourExplorer(widgets.VBox):
     @property
     def classes(self) -> list[int] | None:
         """The class indices shown, or None when every class is shown."""
-        chosen = sorted(self.class_filter.value)
-        return None if len(chosen) == len(self.exploration.class_names) else chosen
+        return None if len(self._shown) == len(self.exploration.class_names) else self._shown
 
     def select(self, row: int) -> None:
         """Show galaxy ``row`` enlarged with its nearest neighbours and ring it on the map."""
@@ -201,7 +201,7 @@ class NeighbourExplorer(widgets.VBox):
             self.figure.layout.width = 720
 
         self._trace_rows = {}
-        shown = set(self.class_filter.value)
+        shown = set(self._shown)
         for position, trace in enumerate(self.figure.data):
             if trace.meta != "galaxies":
                 continue
@@ -268,7 +268,8 @@ class NeighbourExplorer(widgets.VBox):
         if not change["new"]:
             self._report("choose at least one class; the map keeps the classes it showed", error=True)
             return
-        shown = set(change["new"])
+        self._shown = sorted(change["new"])
+        shown = set(self._shown)
         with self.figure.batch_update():
             for position, rows in self._trace_rows.items():
                 if len(rows):

@@ -128,7 +128,8 @@ class SearchPanel(widgets.VBox):
             else:
                 vector = self.encoder.image_file(path)
         except (UnreadableImageError, ValueError, FileNotFoundError) as error:
-            reason = _reason(error)
+            # An upload sits in a temporary folder whose path means nothing to the user.
+            reason = _reason(error).replace(str(path), shown_name)
             self._report(f"cannot search by {shown_name}: {reason}. Upload a JPEG, PNG or TIFF file", True)
             return
         config = self.encoder.run.config

@@ -1,0 +1,135 @@
+"""Exploring a finished run: embeddings by row, class-filtered neighbours, maps and the PCA grid on disk."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from galaxalign import explore
+from galaxalign.embed import read_embedding_set
+from galaxalign.runs import load_run, load_run_images
+from galaxalign.search import NeighbourIndex
+
+
+@pytest.fixture(scope="module")
+def exploration(finished_run: Path) -> explore.Exploration:
+    return explore.load_exploration(finished_run, split="all", device="cpu", max_points=40)
+
+
+def test_run_without_embeddings_names_the_fix(finished_run: Path, tmp_path: Path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir, ignore=shutil.ignore_patterns("embeddings", "explore"))
+    with pytest.raises(FileNotFoundError, match="no embeddings of split 'all'.*evaluate.ipynb.*embed=True"):
+        explore.load_exploration(run_dir, split="all", embed=False, device="cpu")
+
+
+def test_exploration_rows_follow_the_embeddings(exploration: explore.Exploration, finished_run: Path):
+    stored = read_embedding_set(finished_run / "embeddings" / "all")
+    assert len(exploration) == 48
+    np.testing.assert_array_equal(exploration.ids, stored.ids.astype(str))
+    np.testing.assert_array_equal(exploration.labels, stored.labels)
+    np.testing.assert_allclose(exploration.vectors, stored.images, atol=1e-6)
+    assert exploration.output_dir == finished_run / "explore" / "all"
+
+
+def test_thumbnails_are_the_cached_images(exploration: explore.Exploration, finished_run: Path):
+    images = load_run_images(load_run(finished_run, device="cpu"))
+    rows = [0, 7, 47]
+    expected = images.thumbnails([str(exploration.ids[row]) for row in rows])
+    np.testing.assert_array_equal(exploration.thumbnails(rows), expected)
+
+
+def test_predicted_is_zero_shot_by_prompts(exploration: explore.Exploration):
+    prompts = exploration.text / np.linalg.norm(exploration.text, axis=1, keepdims=True)
+    scores = exploration.vectors @ prompts.T
+    np.testing.assert_array_equal(exploration.predicted, scores.argmax(axis=1))
+
+
+def test_map_sample_is_max_points(exploration: explore.Exploration):
+    assert len(exploration.map_rows) == 40
+    coords = exploration.map("pca")
+    assert coords.shape == (40, 2)
+    assert exploration.map("pca") is coords
+
+
+def test_neighbours_match_the_index(exploration: explore.Exploration):
+    index = NeighbourIndex(exploration.vectors, exploration.ids, labels=exploration.labels)
+    expected = index.query_ids(exploration.ids[5], k=4)
+    result = exploration.neighbours(5, k=4)
+    np.testing.assert_array_equal(result.rows, expected.rows)
+    np.testing.assert_array_equal(result.ids, expected.ids)
+
+
+def test_class_filter_restricts_neighbours(exploration: explore.Exploration):
+    allowed = [0, 3]
+    row = int(np.flatnonzero(exploration.labels == 0)[0])
+    result = exploration.neighbours(row, k=3, classes=allowed)
+    members = np.flatnonzero(np.isin(exploration.labels, allowed) & (np.arange(len(exploration)) != row))
+    scores = exploration.vectors[members] @ exploration.vectors[row]
+    expected = members[np.argsort(-scores, kind="stable")[:3]]
+    np.testing.assert_array_equal(result.rows[0], expected)
+    assert set(exploration.labels[result.rows[0]]) <= set(allowed)
+
+
+def test_class_filter_from_a_hidden_galaxy(exploration: explore.Exploration):
+    row = int(np.flatnonzero(exploration.labels == 0)[0])
+    other = [label for label in np.unique(exploration.labels) if label != 0]
+    result = exploration.neighbours(row, k=2, classes=other)
+    assert 0 not in set(exploration.labels[result.rows[0]])
+
+
+def test_empty_class_filter_is_rejected(exploration: explore.Exploration):
+    with pytest.raises(ValueError, match="choose at least one class"):
+        exploration.neighbours(0, k=2, classes=[])
+
+
+def test_save_map_writes_html_and_coordinates(exploration: explore.Exploration):
+    figure = explore.map_figure(exploration, "pca")
+    html, table = explore.save_map(exploration, "pca", figure)
+    assert "plotly.min.js" in html.read_text()
+    assert (html.parent / "plotly.min.js").is_file()
+    frame = pd.read_csv(table, dtype={"object_id": str})
+    coords = exploration.map("pca")
+    assert list(frame["object_id"]) == list(exploration.ids[exploration.map_rows])
+    np.testing.assert_allclose(frame[["x", "y"]].to_numpy(), coords, rtol=1e-6)
+    names = np.asarray(exploration.class_names)
+    assert list(frame["label"]) == list(names[exploration.labels[exploration.map_rows]])
+
+
+def test_map_figure_traces(exploration: explore.Exploration):
+    figure = explore.map_figure(exploration, "pca")
+    galaxies = [trace for trace in figure.data if trace.meta == "galaxies"]
+    assert sum(len(trace.x) for trace in galaxies) == 40
+    assert all(trace.type == "scattergl" for trace in galaxies)
+    row, object_id, _ = galaxies[0].customdata[0]
+    assert exploration.ids[row] == object_id
+    kinds = [trace.meta for trace in figure.data if trace.meta != "galaxies"]
+    assert kinds == ["symbols", "prompts"]
+
+
+def test_pca_grid_png_holds_the_thumbnails(exploration: explore.Exploration):
+    grid, path = explore.save_pca_grid(exploration, max_side=5)
+    assert path == exploration.output_dir / "pca_grid.png"
+    assert grid.shape == (5, 5)
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    size = exploration.pixels.shape[1]
+    step = size + 1
+    for cell_row, cell_column in [(0, 0), (2, 3), (4, 4)]:
+        row = grid.cells[cell_row, cell_column]
+        top, left = cell_row * step, cell_column * step
+        np.testing.assert_array_equal(
+            pixels[top : top + size, left : left + size], exploration.thumbnails([row])[0]
+        )
+
+
+def test_gallery_and_search_figures(exploration: explore.Exploration, tmp_path: Path):
+    gallery = explore.gallery_figure(exploration, n_queries=3, k=2)
+    assert len(gallery.axes) == 9
+    figure = explore.search_figure(exploration, exploration.text[0], "a text", k=4)
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    result = exploration.search(exploration.text[0], k=4)
+    assert titles == explore.result_captions(exploration, result)
+    assert figure._suptitle.get_text() == "a text"
