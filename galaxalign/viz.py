@@ -265,14 +265,15 @@ def map_figure(
                 ),
             )
         )
-    markers = {"symbols": ("star", "symbol"), "prompts": ("diamond", "prompt")}
+    # Prompts of different classes often land close together, so only symbols carry a text label.
+    markers = {"symbols": ("star", "symbol", "markers+text"), "prompts": ("diamond", "prompt", "markers")}
     for kind, positions in (places or {}).items():
-        shape, word = markers[kind]
+        shape, word, mode = markers[kind]
         figure.add_trace(
             go.Scatter(
                 x=positions[:, 0],
                 y=positions[:, 1],
-                mode="markers+text",
+                mode=mode,
                 name=f"class {word}s",
                 meta=kind,
                 text=list(class_names),

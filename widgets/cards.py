@@ -42,7 +42,7 @@ class Card(widgets.VBox):
     def show(self, pixels: np.ndarray, caption_lines: list[str]) -> None:
         self.image.value = png_bytes(pixels)
         self.caption.value = (
-            '<div style="font-size: 11px; line-height: 1.2">'
+            '<div style="font-size: 11px; line-height: 1.2; word-break: break-all">'
             + "<br>".join(html.escape(line) for line in caption_lines)
             + "</div>"
         )

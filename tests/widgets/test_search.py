@@ -1,4 +1,4 @@
-"""The search panel on a real finished run: symbol, text and uploaded-file queries, and files that are no image."""
+"""The search panel on a real finished run: symbol, text and upload queries, and uploads that are no image."""
 
 import datetime
 import io
