@@ -276,7 +276,13 @@ def load_exploration(
 
 
 def gallery_figure(exploration: Exploration, n_queries: int = 6, k: int = 5, seed: int = 0) -> Figure:
-    """Draw query galaxies (one per class first) above their ``k`` nearest neighbours among all galaxies."""
+    """Draw query galaxies (one per class first) above their ``k`` nearest neighbours among all galaxies.
+
+    ``k`` is lowered to the number of other galaxies when the split is smaller.
+    """
+    if len(exploration) < 2:
+        raise ValueError(f"a retrieval gallery needs at least 2 galaxies, got {len(exploration)}")
+    k = _fit_k(k, len(exploration) - 1)
     rows = gallery_queries(exploration.labels, n_queries, seed)
     result = exploration.index.query_ids(exploration.ids[rows], k=k)
     title = f"nearest neighbours among {len(exploration)} galaxies"
@@ -314,8 +320,11 @@ def search_figure(
     k: int = 8,
     query_image: np.ndarray | None = None,
 ) -> Figure:
-    """Search the galaxies nearest to a query vector and draw the query followed by them."""
-    result = exploration.search(vector, k=k)
+    """Search the galaxies nearest to a query vector and draw the query followed by them.
+
+    ``k`` is lowered to the number of galaxies when the split is smaller.
+    """
+    result = exploration.search(vector, k=_fit_k(k, len(exploration)))
     images = exploration.thumbnails(result.rows[0])
     return viz.query_results_figure(images, result_captions(exploration, result), query_caption, query_image)
 
@@ -362,6 +371,12 @@ def save_pca_grid(exploration: Exploration, max_side: int = 24, seed: int = 0) -
     mosaic = grid_mosaic(grid, exploration.thumbnails(grid.rows))
     path = save_png(mosaic, _output_dir(exploration) / "pca_grid.png")
     return grid, path
+
+
+def _fit_k(k: int, available: int) -> int:
+    if k > available:
+        logger.info("showing %d neighbours instead of %d: the split has no more galaxies", available, k)
+    return min(k, available)
 
 
 def _output_dir(exploration: Exploration) -> Path:

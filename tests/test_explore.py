@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from synthetic import synthetic_exploration
 
 from galaxalign import explore
 from galaxalign.embed import read_embedding_set
@@ -133,3 +134,12 @@ def test_gallery_and_search_figures(exploration: explore.Exploration, tmp_path: 
     result = exploration.search(exploration.text[0], k=4)
     assert titles == explore.result_captions(exploration, result)
     assert figure._suptitle.get_text() == "a text"
+
+
+def test_three_galaxies_fit_gallery_and_search():
+    tiny = synthetic_exploration(count=3)
+    gallery = explore.gallery_figure(tiny, n_queries=6, k=5)
+    # Three queries, each above its two neighbours: k is lowered to the galaxies available.
+    assert len(gallery.axes) == 9
+    figure = explore.search_figure(tiny, tiny.vectors[0], "a text", k=8)
+    assert [axis.get_title().split(".")[0] for axis in figure.axes] == ["1", "2", "3"]
