@@ -40,11 +40,11 @@ logger = logging.getLogger(__name__)
 class Exploration:
     """Galaxies of one split of a run, with what maps, neighbour search and thumbnails need.
 
-    Row ``i`` of every per-galaxy array is the same galaxy: ``ids`` (str
-    object ids), ``labels`` (int64 class indices into ``class_names``),
-    ``predicted`` (zero-shot class from the prompts, or None) and
-    ``pixel_rows`` (its row in ``pixels``, the (M, S, S, 3) uint8
-    decoded-image cache, so thumbnails never re-read image files).
+    Row ``i`` of every per-galaxy array is the same galaxy. ``ids`` contains
+    str object ids, ``labels`` int64 class indices into ``class_names``, and
+    ``predicted`` the zero-shot class from the prompts (or None).
+    ``pixel_rows`` gives each galaxy's row in ``pixels``, the (M, S, S, 3)
+    uint8 decoded-image cache, so thumbnails never re-read image files.
     ``index`` is a neighbour index over the unit image embeddings in the same
     row order. ``text`` and ``symbols`` are (C, D) class prompt and symbol
     embeddings, None where the run has no such tower. Maps show the rows in
@@ -152,15 +152,15 @@ class Exploration:
         everything = np.arange(len(self))
         if classes is None:
             return everything, self.index
-        wanted = frozenset(int(label) for label in classes)
-        if not wanted:
+        requested = frozenset(int(label) for label in classes)
+        if not requested:
             raise ValueError("the class filter is empty; choose at least one class")
-        if wanted >= set(np.unique(self.labels).tolist()):
+        if requested >= set(np.unique(self.labels).tolist()):
             return everything, self.index
-        if wanted not in self._class_indexes:
-            allowed = np.flatnonzero(np.isin(self.labels, list(wanted)))
+        if requested not in self._class_indexes:
+            allowed = np.flatnonzero(np.isin(self.labels, list(requested)))
             if allowed.size == 0:
-                names = [self.class_names[label] for label in sorted(wanted)]
+                names = [self.class_names[label] for label in sorted(requested)]
                 raise ValueError(f"no galaxy of the classes {names} is in this exploration")
             index = NeighbourIndex(
                 self.vectors[allowed],
@@ -169,8 +169,8 @@ class Exploration:
                 class_names=self.class_names,
                 backend=self.index.backend,
             )
-            self._class_indexes[wanted] = (allowed, index)
-        return self._class_indexes[wanted]
+            self._class_indexes[requested] = (allowed, index)
+        return self._class_indexes[requested]
 
 
 def exploration_from_embeddings(

@@ -63,9 +63,9 @@ class CardRow(widgets.HBox):
             self._pool.append(Card(self._size_px, self._css_class))
         for card, pixels, lines in zip(self._pool, images, captions, strict=False):
             card.show(pixels, lines)
-        wanted = tuple(self._pool[: len(images)])
-        if self.children != wanted:
-            self.children = wanted
+        needed = tuple(self._pool[: len(images)])
+        if self.children != needed:
+            self.children = needed
 
 
 def guarded(
