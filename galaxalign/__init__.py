@@ -22,6 +22,7 @@ from galaxalign.data import (
 )
 from galaxalign.embed import EmbeddingSet, load_embeddings, read_embedding_set
 from galaxalign.evaluate import RunEvaluation, evaluate_run
+from galaxalign.explore import Exploration, load_exploration
 from galaxalign.metrics import classification_metrics, retrieval_metrics
 from galaxalign.models import PRESETS, TriModalCLIP, build_model
 from galaxalign.query import QueryEncoder
@@ -46,6 +47,7 @@ __all__ = [
     "PRESETS",
     "ClassSchema",
     "EmbeddingSet",
+    "Exploration",
     "FinishedRun",
     "GalaxyDataset",
     "MorphologyClass",
@@ -68,6 +70,7 @@ __all__ = [
     "get_schema",
     "load_demo",
     "load_embeddings",
+    "load_exploration",
     "load_run",
     "load_run_images",
     "read_catalog",

@@ -1,5 +1,6 @@
 """Exploring a finished run: embeddings by row, class-filtered neighbours, maps and the PCA grid on disk."""
 
+import ast
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from galaxalign import explore
 from galaxalign.embed import read_embedding_set
 from galaxalign.runs import load_run, load_run_images
 from galaxalign.search import NeighbourIndex
+
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -143,3 +146,18 @@ def test_three_galaxies_fit_gallery_and_search():
     assert len(gallery.axes) == 9
     figure = explore.search_figure(tiny, tiny.vectors[0], "a text", k=8)
     assert [axis.get_title().split(".")[0] for axis in figure.axes] == ["1", "2", "3"]
+
+
+def test_library_never_imports_widgets():
+    importers = []
+    for path in (REPOSITORY / "galaxalign").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name.split(".")[0] in ("galaxalign_widgets", "widgets", "ipywidgets") for name in names):
+                importers.append(str(path.relative_to(REPOSITORY)))
+    assert importers == []
