@@ -68,17 +68,29 @@ class CardRow(widgets.HBox):
             self.children = needed
 
 
-def guarded(
-    callback: Callable[..., None], report: Callable[[str, bool], None], what: str
-) -> Callable[..., None]:
-    """Wrap a widget callback so that an unexpected error shows through ``report``, not only in the log."""
+class StatusLine(widgets.HTML):
+    """A widget's status line: messages in grey, errors in red, and errors of guarded callbacks."""
 
-    def run(*args: Any) -> None:
-        # Catches any error: a callback that raises leaves the widget half-updated and the message unseen.
-        try:
-            callback(*args)
-        except Exception as error:
-            logger.exception("the %s failed", what)
-            report(f"{type(error).__name__}: {error}", True)
+    def __init__(self, owner: str) -> None:
+        super().__init__()
+        self.add_class("galaxalign-status")
+        self._owner = owner
 
-    return run
+    def report(self, text: str, error: bool = False) -> None:
+        """Show ``text``; an error is also logged as a warning."""
+        if error:
+            logger.warning("%s: %s", self._owner, text)
+        self.value = message_html(text, error)
+
+    def guard(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a widget callback so that an unexpected error shows here, not only in the log."""
+
+        def run(*args: Any) -> None:
+            # Catches any error: a callback that raises leaves the widget half-updated and the message unseen.
+            try:
+                callback(*args)
+            except Exception as error:
+                logger.exception("the %s failed", self._owner)
+                self.report(f"{type(error).__name__}: {error}", True)
+
+        return run

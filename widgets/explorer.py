@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -15,7 +14,7 @@ from galaxalign.explore import Exploration, map_figure
 from galaxalign.maps import MAP_METHODS, MapUnavailableError, map_title
 from galaxalign.search import SearchResult
 
-from .cards import CardRow, guarded, message_html, png_bytes
+from .cards import CardRow, StatusLine, message_html, png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +66,7 @@ class NeighbourExplorer(widgets.VBox):
             rows=min(6, len(exploration.class_names)),
         )
         self.figure = go.FigureWidget()
-        self.status = widgets.HTML()
-        self.status.add_class("galaxalign-status")
+        self.status = StatusLine("neighbour explorer")
         self.hover_image = widgets.Image(format="png", layout=widgets.Layout(width="128px", height="128px"))
         self.hover_caption = widgets.HTML(value=message_html("hover over a galaxy to see it here"))
         self.selected_image = widgets.Image(
@@ -104,9 +102,9 @@ class NeighbourExplorer(widgets.VBox):
             startup_error = self.status.value
             self._draw_map("pca")
             self.method_menu.value = "pca"
-        self.method_menu.observe(self._guard(self._on_method), names="value")
-        self.k_slider.observe(self._guard(self._on_k), names="value")
-        self.class_filter.observe(self._guard(self._on_classes), names="value")
+        self.method_menu.observe(self.status.guard(self._on_method), names="value")
+        self.k_slider.observe(self.status.guard(self._on_k), names="value")
+        self.class_filter.observe(self.status.guard(self._on_classes), names="value")
         if selected is not None:
             self.select(selected)
         if startup_error is not None:
@@ -128,7 +126,7 @@ class NeighbourExplorer(widgets.VBox):
         try:
             result = exploration.neighbours(row, self.k, self.classes)
         except (ValueError, IndexError) as error:
-            self._report(str(error), error=True)
+            self.status.report(str(error), error=True)
             return
         neighbour_rows = result.rows[0]
         images = exploration.thumbnails(np.concatenate([[row], neighbour_rows]))
@@ -150,7 +148,7 @@ class NeighbourExplorer(widgets.VBox):
         self.selected_row = row
         self.result = result
         self._highlight()
-        self._report(self._summary())
+        self.status.report(self._summary())
 
     def _summary(self) -> str:
         exploration = self.exploration
@@ -167,35 +165,15 @@ class NeighbourExplorer(widgets.VBox):
         try:
             figure = map_figure(self.exploration, method)
         except (MapUnavailableError, ValueError) as error:
-            self._report(f"cannot draw the {map_title(method)} map: {error}", error=True)
+            self.status.report(f"cannot draw the {map_title(method)} map: {error}", error=True)
             return False
         self._coords = self.exploration.map(method)
 
         with self.figure.batch_update():
             self.figure.data = ()
             self.figure.add_traces(list(figure.data))
-            self.figure.add_trace(
-                go.Scattergl(
-                    x=[],
-                    y=[],
-                    mode="markers",
-                    name="neighbours",
-                    meta="selection",
-                    hoverinfo="skip",
-                    marker={"size": 11, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "black"}},
-                )
-            )
-            self.figure.add_trace(
-                go.Scattergl(
-                    x=[],
-                    y=[],
-                    mode="markers",
-                    name="selected",
-                    meta="selection",
-                    hoverinfo="skip",
-                    marker={"size": 18, "color": "rgba(0,0,0,0)", "line": {"width": 3, "color": "#d62728"}},
-                )
-            )
+            self.figure.add_trace(_ring_trace("neighbours", size=11, width=2, colour="black"))
+            self.figure.add_trace(_ring_trace("selected", size=18, width=3, colour="#d62728"))
             self.figure.layout = figure.layout
             self.figure.layout.height = 560
             self.figure.layout.width = 720
@@ -209,8 +187,8 @@ class NeighbourExplorer(widgets.VBox):
             self._trace_rows[position] = rows
             label = int(self.exploration.labels[rows[0]]) if len(rows) else -1
             trace.visible = label in shown or not len(rows)
-            trace.on_click(self._guard(self._on_click))
-            trace.on_hover(self._guard(self._on_hover))
+            trace.on_click(self.status.guard(self._on_click))
+            trace.on_hover(self.status.guard(self._on_hover))
         self._method = method
         self._highlight()
         return True
@@ -228,21 +206,22 @@ class NeighbourExplorer(widgets.VBox):
                 trace.x = self._coords[positions, 0].tolist()
                 trace.y = self._coords[positions, 1].tolist()
 
-    def _on_click(self, trace: Any, points: Any, state: Any) -> None:
-        if not points.point_inds:
-            return
+    def _row_of(self, points: Any) -> int | None:
+        """Return the embedding row of the galaxy a plotly event names, or None for no galaxy."""
         rows = self._trace_rows.get(points.trace_index)
-        if rows is None:
-            return
-        self.select(int(rows[points.point_inds[0]]))
+        if not points.point_inds or rows is None:
+            return None
+        return int(rows[points.point_inds[0]])
+
+    def _on_click(self, trace: Any, points: Any, state: Any) -> None:
+        row = self._row_of(points)
+        if row is not None:
+            self.select(row)
 
     def _on_hover(self, trace: Any, points: Any, state: Any) -> None:
-        if not points.point_inds:
+        row = self._row_of(points)
+        if row is None:
             return
-        rows = self._trace_rows.get(points.trace_index)
-        if rows is None:
-            return
-        row = int(rows[points.point_inds[0]])
         exploration = self.exploration
         self.hover_image.value = png_bytes(exploration.thumbnails([row])[0])
         label = exploration.class_names[exploration.labels[row]]
@@ -251,14 +230,14 @@ class NeighbourExplorer(widgets.VBox):
     def _on_method(self, change: dict[str, Any]) -> None:
         if change["new"] == self._method:
             return
-        self._report(f"computing the {map_title(change['new'])} map…")
+        self.status.report(f"computing the {map_title(change['new'])} map…")
         if not self._draw_map(change["new"]):
             # Put the menu back on the map still shown; the status line keeps the error.
             message = self.status.value
             self.method_menu.value = self._method
             self.status.value = message
             return
-        self._report(self._summary())
+        self.status.report(self._summary())
 
     def _on_k(self, change: dict[str, Any]) -> None:
         if self.selected_row is not None:
@@ -266,7 +245,7 @@ class NeighbourExplorer(widgets.VBox):
 
     def _on_classes(self, change: dict[str, Any]) -> None:
         if not change["new"]:
-            self._report("choose at least one class; the map keeps the classes it showed", error=True)
+            self.status.report("choose at least one class; the map keeps the classes it showed", error=True)
             return
         self._shown = sorted(change["new"])
         shown = set(self._shown)
@@ -277,12 +256,17 @@ class NeighbourExplorer(widgets.VBox):
         if self.selected_row is not None:
             self.select(self.selected_row)
         else:
-            self._report(self._summary())
+            self.status.report(self._summary())
 
-    def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
-        return guarded(callback, self._report, "neighbour explorer")
 
-    def _report(self, text: str, error: bool = False) -> None:
-        if error:
-            logger.warning("%s", text)
-        self.status.value = message_html(text, error)
+def _ring_trace(name: str, size: int, width: int, colour: str) -> go.Scattergl:
+    """Return an empty trace of open circles that rings galaxies on the map (filled in on selection)."""
+    return go.Scattergl(
+        x=[],
+        y=[],
+        mode="markers",
+        name=name,
+        meta="selection",
+        hoverinfo="skip",
+        marker={"size": size, "color": "rgba(0,0,0,0)", "line": {"width": width, "color": colour}},
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -15,7 +14,7 @@ from galaxalign.data.images import UnreadableImageError, decode_image_file, resi
 from galaxalign.explore import Exploration, symbol_drawings
 from galaxalign.query import QueryEncoder
 
-from .cards import CardRow, guarded, message_html, png_bytes
+from .cards import CardRow, StatusLine, png_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +69,7 @@ class SearchPanel(widgets.VBox):
             layout=widgets.Layout(width="480px"),
         )
         self.text_button = widgets.Button(description="search by text")
-        self.status = widgets.HTML()
-        self.status.add_class("galaxalign-status")
+        self.status = StatusLine("search panel")
         self.query_image = widgets.Image(format="png", layout=widgets.Layout(width="128px", height="128px"))
         self.query_caption = widgets.HTML()
         self.result_cards = CardRow(thumbnail_px, "galaxalign-result")
@@ -92,10 +90,10 @@ class SearchPanel(widgets.VBox):
         )
         self.add_class("galaxalign-search")
 
-        self.symbol_button.on_click(self._guard(lambda _: self.search_symbol(self.symbol_menu.value)))
-        self.upload_button.on_click(self._guard(lambda _: self._search_upload()))
-        self.text_button.on_click(self._guard(lambda _: self.search_text(self.text.value)))
-        self.text.observe(self._guard(lambda change: self.search_text(change["new"])), names="value")
+        self.symbol_button.on_click(self.status.guard(lambda _: self.search_symbol(self.symbol_menu.value)))
+        self.upload_button.on_click(self.status.guard(lambda _: self._search_upload()))
+        self.text_button.on_click(self.status.guard(lambda _: self.search_text(self.text.value)))
+        self.text.observe(self.status.guard(lambda change: self.search_text(change["new"])), names="value")
         if initial == "symbol" and self.uses_symbols:
             self.search_symbol(names[0])
         elif initial is not None and exploration.prompts:
@@ -104,7 +102,8 @@ class SearchPanel(widgets.VBox):
     def search_symbol(self, class_name: str) -> None:
         """Show the galaxies nearest to the symbol of ``class_name``, a mean over jittered drawings."""
         if not self.uses_symbols:
-            self._report("this run was trained without symbols; search by text or by an image", error=True)
+            message = "this run was trained without symbols; search by text or by an image"
+            self.status.report(message, error=True)
             return
         vector = self.encoder.symbol(class_name)
         if self._drawings is None:
@@ -115,7 +114,7 @@ class SearchPanel(widgets.VBox):
     def search_text(self, description: str) -> None:
         """Show the galaxies nearest to a typed description; an empty text only clears the status line."""
         if not description or not description.strip():
-            self._report("type a description of a galaxy, for example 'A picture of a merger'")
+            self.status.report("type a description of a galaxy, for example 'A picture of a merger'")
             return
         self._show(self.encoder.text(description), f"“{description}”", None)
 
@@ -130,7 +129,8 @@ class SearchPanel(widgets.VBox):
         except (UnreadableImageError, ValueError, FileNotFoundError) as error:
             # An upload sits in a temporary folder whose path means nothing to the user.
             reason = _reason(error).replace(str(path), shown_name)
-            self._report(f"cannot search by {shown_name}: {reason}. Upload a JPEG, PNG or TIFF file", True)
+            message = f"cannot search by {shown_name}: {reason}. Upload a JPEG, PNG or TIFF file"
+            self.status.report(message, error=True)
             return
         config = self.encoder.run.config
         pixels = _preview(path, config.image_size)
@@ -138,7 +138,7 @@ class SearchPanel(widgets.VBox):
 
     def _search_upload(self) -> None:
         if not self.upload.value:
-            self._report("choose a file with the upload button first", error=True)
+            self.status.report("choose a file with the upload button first", error=True)
             return
         uploaded = self.upload.value[0]
         name = str(uploaded["name"])
@@ -161,15 +161,7 @@ class SearchPanel(widgets.VBox):
         self.query_image.layout.display = None if query_pixels is not None else "none"
         self.query_caption.value = html.escape(caption)
         self.result = result
-        self._report(f"{len(rows)} nearest of {len(exploration)} galaxies by cosine similarity")
-
-    def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
-        return guarded(callback, self._report, "search panel")
-
-    def _report(self, text: str, error: bool = False) -> None:
-        if error:
-            logger.warning("%s", text)
-        self.status.value = message_html(text, error)
+        self.status.report(f"{len(rows)} nearest of {len(exploration)} galaxies by cosine similarity")
 
 
 def _reason(error: Exception) -> str:
