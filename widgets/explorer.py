@@ -11,7 +11,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from galaxalign.explore import Exploration, map_figure
-from galaxalign.maps import MAP_METHODS, MapUnavailableError, map_title
+from galaxalign.maps import MAP_METHODS, MapUnavailableError, check_method, map_title
 from galaxalign.search import SearchResult
 
 from .cards import CardRow, StatusLine, message_html, png_bytes
@@ -56,6 +56,7 @@ class NeighbourExplorer(widgets.VBox):
         self.k_slider = widgets.IntSlider(
             value=min(max(1, k), max_k), min=1, max=max_k, description="neighbours", continuous_update=False
         )
+        method = check_method(method)
         self.method_menu = widgets.Dropdown(
             options=[(map_title(name), name) for name in MAP_METHODS], value=method, description="map"
         )
@@ -100,8 +101,12 @@ class NeighbourExplorer(widgets.VBox):
         startup_error = None
         if not self._draw_map(method):
             startup_error = self.status.value
-            self._draw_map("pca")
-            self.method_menu.value = "pca"
+            if method == "pca" or not self._draw_map("pca"):
+                # No map can be drawn (a single galaxy, say): keep an empty one so clicks and
+                # selections still have their highlight traces.
+                self._draw_empty_map()
+            else:
+                self.method_menu.value = "pca"
         self.method_menu.observe(self.status.guard(self._on_method), names="value")
         self.k_slider.observe(self.status.guard(self._on_k), names="value")
         self.class_filter.observe(self.status.guard(self._on_classes), names="value")
@@ -120,15 +125,26 @@ class NeighbourExplorer(widgets.VBox):
         return None if len(self._shown) == len(self.exploration.class_names) else self._shown
 
     def select(self, row: int) -> None:
-        """Show galaxy ``row`` enlarged with its nearest neighbours and ring it on the map."""
+        """Show galaxy ``row`` enlarged with its nearest neighbours and ring it on the map.
+
+        Neighbours come from the classes shown. When they hold fewer other
+        galaxies than ``k``, all of them are shown and the status line says so.
+        """
         exploration = self.exploration
+        if isinstance(row, bool) or not isinstance(row, (int, np.integer)):
+            raise TypeError(f"row must be an integer row of the exploration, got {row!r}")
         row = int(row)
-        try:
-            result = exploration.neighbours(row, self.k, self.classes)
-        except (ValueError, IndexError) as error:
-            self.status.report(str(error), error=True)
+        if not 0 <= row < len(exploration):
+            self.status.report(f"row {row} is outside the {len(exploration)} galaxies shown", error=True)
             return
-        neighbour_rows = result.rows[0]
+        available = self._neighbours_available(row)
+        k = min(self.k, available)
+        if k < 1:
+            result = None
+            neighbour_rows = np.empty(0, dtype=np.int64)
+        else:
+            result = exploration.neighbours(row, k, self.classes)
+            neighbour_rows = result.rows[0]
         images = exploration.thumbnails(np.concatenate([[row], neighbour_rows]))
 
         names = exploration.class_names
@@ -140,15 +156,27 @@ class NeighbourExplorer(widgets.VBox):
         self.selected_caption.value = (
             f"<b>{html.escape(str(exploration.ids[row]))}</b><br>class: {html.escape(label)}{predicted}"
         )
+        scores = result.scores[0] if result is not None else np.empty(0)
         captions = [
             [f"{rank}. {exploration.ids[neighbour]}", f"{score:.3f} · {names[exploration.labels[neighbour]]}"]
-            for rank, (neighbour, score) in enumerate(zip(neighbour_rows, result.scores[0], strict=True), 1)
+            for rank, (neighbour, score) in enumerate(zip(neighbour_rows, scores, strict=True), 1)
         ]
         self.neighbour_cards.show(images[1:], captions)
         self.selected_row = row
         self.result = result
         self._highlight()
-        self.status.report(self._summary())
+        summary = self._summary()
+        if k < self.k:
+            summary += f"; only {available} other galaxies in the shown classes, so {k} neighbours are shown"
+        self.status.report(summary)
+
+    def _neighbours_available(self, row: int) -> int:
+        """Count the galaxies of the shown classes that can be neighbours of ``row``, itself excluded."""
+        labels = self.exploration.labels
+        if self.classes is None:
+            return len(labels) - 1
+        shown = np.isin(labels, self.classes)
+        return int(shown.sum()) - int(shown[row])
 
     def _summary(self) -> str:
         exploration = self.exploration
@@ -186,12 +214,22 @@ class NeighbourExplorer(widgets.VBox):
             rows = np.array([point[0] for point in trace.customdata], dtype=np.int64)
             self._trace_rows[position] = rows
             label = int(self.exploration.labels[rows[0]]) if len(rows) else -1
-            trace.visible = label in shown or not len(rows)
+            trace.visible = True if label in shown or not len(rows) else "legendonly"
             trace.on_click(self.status.guard(self._on_click))
             trace.on_hover(self.status.guard(self._on_hover))
+            trace.on_change(self.status.guard(self._on_legend), "visible")
         self._method = method
         self._highlight()
         return True
+
+    def _draw_empty_map(self) -> None:
+        with self.figure.batch_update():
+            self.figure.data = ()
+            self.figure.add_trace(_ring_trace("neighbours", size=11, width=2, colour="black"))
+            self.figure.add_trace(_ring_trace("selected", size=18, width=3, colour="#d62728"))
+            self.figure.layout.title = "no map: see the message below"
+        self._trace_rows = {}
+        self._map_position[:] = -1
 
     def _highlight(self) -> None:
         """Ring the selected galaxy and circle its neighbours where they are on the map."""
@@ -215,8 +253,18 @@ class NeighbourExplorer(widgets.VBox):
 
     def _on_click(self, trace: Any, points: Any, state: Any) -> None:
         row = self._row_of(points)
-        if row is not None:
+        # A hidden class's points cannot be clicked in the browser; ignore a click event naming one.
+        if row is not None and trace.visible is True:
             self.select(row)
+
+    def _on_legend(self, trace: Any, visible: Any) -> None:
+        """Follow a class hidden or shown by a click on the legend in the class filter."""
+        shown = []
+        for position, rows in self._trace_rows.items():
+            if len(rows) and self.figure.data[position].visible is True:
+                shown.append(int(self.exploration.labels[rows[0]]))
+        if shown and tuple(sorted(shown)) != tuple(sorted(self.class_filter.value)):
+            self.class_filter.value = tuple(sorted(shown))
 
     def _on_hover(self, trace: Any, points: Any, state: Any) -> None:
         row = self._row_of(points)
@@ -252,7 +300,8 @@ class NeighbourExplorer(widgets.VBox):
         with self.figure.batch_update():
             for position, rows in self._trace_rows.items():
                 if len(rows):
-                    self.figure.data[position].visible = int(self.exploration.labels[rows[0]]) in shown
+                    visible = int(self.exploration.labels[rows[0]]) in shown
+                    self.figure.data[position].visible = True if visible else "legendonly"
         if self.selected_row is not None:
             self.select(self.selected_row)
         else:

@@ -6,6 +6,7 @@ import html
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -50,6 +51,7 @@ class SearchPanel(widgets.VBox):
         self.exploration = exploration
         self.encoder = encoder
         self._drawings: np.ndarray | None = None
+        self._last_query: tuple[np.ndarray, str, np.ndarray | None] | None = None
         self.uses_symbols = exploration.run is None or exploration.run.config.uses_symbols
         names = exploration.class_names
 
@@ -60,7 +62,9 @@ class SearchPanel(widgets.VBox):
         self.symbol_menu = widgets.Dropdown(options=names, value=names[0], description="symbol")
         self.symbol_button = widgets.Button(description="search by symbol", disabled=not self.uses_symbols)
         self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="upload image")
-        self.upload_kind = widgets.ToggleButtons(options=[GALAXY_IMAGE, SYMBOL_DRAWING], value=GALAXY_IMAGE)
+        # A run without symbols has no symbol tower to read a drawing.
+        kinds = [GALAXY_IMAGE, SYMBOL_DRAWING] if self.uses_symbols else [GALAXY_IMAGE]
+        self.upload_kind = widgets.ToggleButtons(options=kinds, value=GALAXY_IMAGE)
         self.upload_button = widgets.Button(description="search by upload")
         self.text = widgets.Text(
             placeholder="A picture of a barred spiral galaxy",
@@ -93,6 +97,7 @@ class SearchPanel(widgets.VBox):
         self.symbol_button.on_click(self.status.guard(lambda _: self.search_symbol(self.symbol_menu.value)))
         self.upload_button.on_click(self.status.guard(lambda _: self._search_upload()))
         self.text_button.on_click(self.status.guard(lambda _: self.search_text(self.text.value)))
+        self.k_slider.observe(self.status.guard(self._on_k), names="value")
         self.text.observe(self.status.guard(lambda change: self.search_text(change["new"])), names="value")
         if initial == "symbol" and self.uses_symbols:
             self.search_symbol(names[0])
@@ -121,6 +126,9 @@ class SearchPanel(widgets.VBox):
     def search_file(self, path: str | Path, kind: str = GALAXY_IMAGE, name: str | None = None) -> None:
         """Show the galaxies nearest to an image file, read as a galaxy cutout or as a symbol drawing."""
         shown_name = name or Path(path).name
+        if Path(path).is_file() and Path(path).stat().st_size == 0:
+            self.status.report(f"cannot search by {shown_name}: the file is empty", error=True)
+            return
         try:
             if kind == SYMBOL_DRAWING:
                 vector = self.encoder.drawing(path)
@@ -128,13 +136,17 @@ class SearchPanel(widgets.VBox):
                 vector = self.encoder.image_file(path)
         except (UnreadableImageError, ValueError, FileNotFoundError) as error:
             # An upload sits in a temporary folder whose path means nothing to the user.
-            reason = _reason(error).replace(str(path), shown_name)
+            reason = _reason(error).replace(str(path), shown_name).rstrip(". ")
             message = f"cannot search by {shown_name}: {reason}. Upload a JPEG, PNG or TIFF file"
             self.status.report(message, error=True)
             return
         config = self.encoder.run.config
         pixels = _preview(path, config.image_size)
         self._show(vector, f"{kind} {shown_name}", pixels)
+
+    def _on_k(self, change: dict[str, Any]) -> None:
+        if self._last_query is not None:
+            self._show(*self._last_query)
 
     def _search_upload(self) -> None:
         if not self.upload.value:
@@ -143,11 +155,16 @@ class SearchPanel(widgets.VBox):
         uploaded = self.upload.value[0]
         name = str(uploaded["name"])
         with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / Path(name).name
+            # A fixed name: the user's file name may be too long, empty or hold characters a file system
+            # rejects. Its extension is kept where it is a plain one, because some readers look at it.
+            suffix = Path(name).suffix.lower()
+            safe_suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ""
+            path = Path(folder) / f"upload{safe_suffix}"
             path.write_bytes(bytes(uploaded["content"]))
             self.search_file(path, self.upload_kind.value, name)
 
     def _show(self, vector: np.ndarray, caption: str, query_pixels: np.ndarray | None) -> None:
+        self._last_query = (vector, caption, query_pixels)
         exploration = self.exploration
         result = exploration.search(vector, k=self.k_slider.value)
         rows = result.rows[0]

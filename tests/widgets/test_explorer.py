@@ -83,7 +83,7 @@ def test_class_filter_hides_classes(exploration: Exploration):
     explorer.class_filter.value = (1, 2)
     _, hidden = galaxy_trace(explorer, 0)
     _, shown = galaxy_trace(explorer, 1)
-    assert hidden.visible is False
+    assert hidden.visible == "legendonly"
     assert shown.visible is True
     assert set(exploration.labels[explorer.result.rows[0]]) <= {1, 2}
     assert "shown classes only" in explorer.status.value
@@ -133,3 +133,68 @@ def test_map_sample_rows_missing_from_highlight():
     assert "30 on the map (neighbours come from all)" in explorer.status.value
     on_map = [row for row in explorer.result.rows[0] if row % 2 == 0]
     assert len(explorer.figure.data[-2].x) == len(on_map)
+
+
+def test_legend_click_updates_class_filter(exploration: Exploration):
+    explorer = NeighbourExplorer(exploration, k=4)
+    _, trace = galaxy_trace(explorer, 2)
+    trace.visible = "legendonly"
+    assert explorer.class_filter.value == (0, 1)
+    assert set(exploration.labels[explorer.result.rows[0]]) <= {0, 1}
+
+
+def test_click_on_hidden_class_is_ignored(exploration: Exploration):
+    explorer = NeighbourExplorer(exploration, k=4)
+    explorer.class_filter.value = (1, 2)
+    click(explorer, label=0, point=3)
+    assert explorer.selected_row == 0
+
+
+def test_small_class_shows_fewer_neighbours(exploration: Exploration):
+    exploration.labels[[2, 5]] = 3
+    exploration.class_names.append("class_3")
+    explorer = NeighbourExplorer(exploration, k=8)
+    explorer.class_filter.value = (3,)
+    explorer.select(2)
+    assert len(explorer.neighbour_cards.children) == 1
+    assert explorer.result.rows[0].tolist() == [5]
+    assert "only 1 other galaxies in the shown classes" in explorer.status.value
+    explorer.select(0)
+    assert sorted(explorer.result.rows[0].tolist()) == [2, 5]
+
+
+def test_lone_galaxy_of_class_clears_cards(exploration: Exploration):
+    exploration.labels[7] = 3
+    exploration.class_names.append("class_3")
+    explorer = NeighbourExplorer(exploration, k=5)
+    explorer.class_filter.value = (3,)
+    explorer.select(7)
+    assert explorer.neighbour_cards.children == ()
+    assert explorer.result is None
+    assert "G0007" in explorer.selected_caption.value
+    assert explorer.figure.data[-2].x == ()
+
+
+def test_single_galaxy_map_keeps_widget():
+    exploration = synthetic_exploration(count=40)
+    exploration.map_rows = exploration.map_rows[:1]
+    explorer = NeighbourExplorer(exploration, k=3, method="tsne")
+    assert "at least 5 galaxies" in explorer.status.value
+    assert explorer.figure.layout.title.text.startswith("no map")
+    assert len(explorer.neighbour_cards.children) == 3
+
+
+def test_method_name_in_capitals(exploration: Exploration):
+    explorer = NeighbourExplorer(exploration, method="PCA")
+    assert explorer.method_menu.value == "pca"
+    with pytest.raises(ValueError, match="unknown map method 'foo'"):
+        NeighbourExplorer(exploration, method="foo")
+
+
+def test_select_rejects_out_of_range_rows(exploration: Exploration):
+    explorer = NeighbourExplorer(exploration, k=3)
+    explorer.select(600)
+    assert "row 600 is outside the 60 galaxies" in explorer.status.value
+    assert explorer.selected_row == 0
+    with pytest.raises(TypeError, match="integer row"):
+        explorer.select(None)

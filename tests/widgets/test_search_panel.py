@@ -106,3 +106,26 @@ def test_panel_needs_a_run(run_exploration: Exploration):
 
     with pytest.raises(ValueError, match="needs the run's model"):
         SearchPanel(synthetic_exploration())
+
+
+def test_long_upload_name_is_searched(
+    run_exploration: Exploration, encoder: QueryEncoder, small_catalog: Path
+):
+    panel = SearchPanel(run_exploration, encoder, k=2, initial=None)
+    image_path = sorted((small_catalog.parent / "images").iterdir())[0]
+    for name in ("a" * 300 + ".jpeg", "星系" * 60 + ".jpeg", "", "..", "bad\x00name.jpeg"):
+        upload(panel, name, image_path.read_bytes())
+        assert result_ids(panel)[0] == image_path.stem, repr(name)
+
+
+def test_empty_upload_says_empty(run_exploration: Exploration, encoder: QueryEncoder):
+    panel = SearchPanel(run_exploration, encoder, initial=None)
+    upload(panel, "empty.png", b"")
+    assert "cannot search by empty.png: the file is empty" in panel.status.value
+
+
+def test_k_slider_reruns_last_search(run_exploration: Exploration, encoder: QueryEncoder):
+    panel = SearchPanel(run_exploration, encoder, k=4)
+    panel.k_slider.value = 7
+    first = run_exploration.class_names[0]
+    assert result_ids(panel) == list(run_exploration.search(encoder.symbol(first), k=7).ids[0])
