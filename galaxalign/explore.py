@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +36,12 @@ from galaxalign.symbols import SymbolBank
 
 logger = logging.getLogger(__name__)
 
+# The output folder's list of files galaxalign wrote there; the copy of plotly.js the map pages load.
+OUTPUTS_MANIFEST = "outputs.json"
+PLOTLY_JS = "plotly.min.js"
+# scikit-learn and umap-learn take seeds that fit in 32 bits.
+MAX_SEED = 2**32 - 1
+
 
 @dataclass
 class Exploration:
@@ -48,7 +55,8 @@ class Exploration:
     ``index`` is a neighbour index over the unit image embeddings in the same
     row order. ``text`` and ``symbols`` are (C, D) class prompt and symbol
     embeddings, None where the run has no such tower. Maps show the rows in
-    ``map_rows``, a seeded sample when the split is large.
+    ``map_rows``, a seeded sample when the split is large. ``written`` lists
+    the files this exploration saved into ``output_dir``.
     """
 
     ids: np.ndarray
@@ -71,6 +79,7 @@ class Exploration:
     _class_indexes: dict[frozenset[int], tuple[np.ndarray, NeighbourIndex]] = field(
         default_factory=dict, repr=False
     )
+    written: list[Path] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -230,6 +239,9 @@ def load_exploration(
     :func:`galaxalign.evaluate.evaluate_run`. Figures go to
     ``<run_dir>/explore/<embedding folder name>/``.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    sample_rows(1, max_points)
     run = run_dir if isinstance(run_dir, FinishedRun) else load_run(run_dir, device=device)
     images = load_run_images(run, dataset, data_dir)
     positions = images.positions(split)
@@ -305,6 +317,19 @@ def result_captions(exploration: Exploration, result: SearchResult, query: int =
     ]
 
 
+def check_queries(exploration: Exploration, k: int, symbol_query: str | None, text_query: str) -> None:
+    """Check explore.ipynb's search parameters before any map is computed, naming the one at fault."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer (neighbours shown), got {k!r}")
+    if symbol_query is not None and symbol_query not in exploration.class_names:
+        raise ValueError(
+            f"symbol_query {symbol_query!r} is not a class of this run; use one of {exploration.class_names} "
+            "or None for the rarest class"
+        )
+    if not isinstance(text_query, str) or not text_query.strip():
+        raise ValueError(f"text_query must be a non-empty description, got {text_query!r}")
+
+
 def symbol_drawings(exploration: Exploration) -> np.ndarray:
     """Draw one picture of each class symbol of the run at its image size, (C, S, S, 3) uint8, for display."""
     if exploration.run is None:
@@ -350,13 +375,15 @@ def save_map(exploration: Exploration, method: str, figure: go.Figure) -> list[P
     """Write a map as interactive HTML and its coordinates as CSV into the exploration's output folder.
 
     The HTML page loads plotly.js from a copy written beside it, so it opens
-    without internet. Returns the paths written.
+    without internet. Returns the paths written. Like every writer here, it
+    raises ``FileExistsError`` rather than replace a file galaxalign did not write.
     """
-    folder = _output_dir(exploration)
-    html = folder / f"map_{method}.html"
+    html = output_path(exploration, f"map_{method}.html")
+    output_path(exploration, PLOTLY_JS)
     figure.write_html(html, include_plotlyjs="directory")
-    table = folder / f"map_{method}.csv"
+    table = output_path(exploration, f"map_{method}.csv")
     exploration.map_frame(exploration.map(method)).to_csv(table, index=False)
+    _record(exploration, html.name, PLOTLY_JS, table.name)
     logger.info("wrote the %s map to %s and %s", method, html, table)
     return [html, table]
 
@@ -369,8 +396,56 @@ def save_pca_grid(exploration: Exploration, max_side: int = 24, seed: int = 0) -
     shape = grid_shape(len(exploration), max_side)
     grid = pca_grid(exploration.vectors, shape, seed=seed)
     mosaic = grid_mosaic(grid, exploration.thumbnails(grid.rows))
-    path = save_png(mosaic, _output_dir(exploration) / "pca_grid.png")
+    path = save_png(mosaic, output_path(exploration, "pca_grid.png"))
+    _record(exploration, path.name)
     return grid, path
+
+
+def save_figure(exploration: Exploration, figure: Figure, name: str) -> Path:
+    """Save a matplotlib figure as PNG file ``name`` in the exploration's output folder, at 120 dpi."""
+    path = output_path(exploration, name)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    _record(exploration, path.name)
+    logger.info("wrote %s", path)
+    return path
+
+
+def output_path(exploration: Exploration, name: str) -> Path:
+    """Return the path of output ``name``, raising ``FileExistsError`` if a user's file has that name.
+
+    The output folder lists what galaxalign wrote into it in
+    ``outputs.json``, so a later run replaces its own files and never a
+    user's file of the same name.
+    """
+    folder = _output_dir(exploration)
+    path = folder / name
+    if path.exists() and name not in _recorded(folder):
+        raise FileExistsError(
+            f"{path} exists but was not written by galaxalign, so it is left alone. Move or rename it, "
+            "or choose another output folder with exploration.output_dir, then run again"
+        )
+    return path
+
+
+def _recorded(folder: Path) -> set[str]:
+    manifest = folder / OUTPUTS_MANIFEST
+    if not manifest.is_file():
+        return set()
+    try:
+        return set(json.loads(manifest.read_text()).get("files", []))
+    except (OSError, ValueError, AttributeError):
+        logger.warning("%s is unreadable, so every file in %s is treated as a user's file", manifest, folder)
+        return set()
+
+
+def _record(exploration: Exploration, *names: str) -> None:
+    """Add files to the output folder's list of what galaxalign wrote, and to this exploration's list."""
+    folder = _output_dir(exploration)
+    recorded = _recorded(folder) | set(names)
+    (folder / OUTPUTS_MANIFEST).write_text(json.dumps({"files": sorted(recorded)}, indent=1))
+    for name in names:
+        if folder / name not in exploration.written:
+            exploration.written.append(folder / name)
 
 
 def _fit_k(k: int, available: int) -> int:

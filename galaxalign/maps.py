@@ -201,9 +201,11 @@ class PcaGrid:
 
 def grid_shape(count: int, max_side: int) -> tuple[int, int]:
     """Return (rows, columns) of a square grid for ``count`` galaxies, at most ``max_side`` on each side."""
-    if isinstance(max_side, bool) or not isinstance(max_side, (int, np.integer)) or max_side < 1:
-        raise ValueError(f"grid_size must be a positive integer (cells per side), got {max_side!r}")
-    side = min(int(max_side), max(1, math.ceil(math.sqrt(count))))
+    largest = math.isqrt(MAX_GRID_CELLS)
+    integer = isinstance(max_side, (int, np.integer)) and not isinstance(max_side, bool)
+    if not integer or not 2 <= max_side <= largest:
+        raise ValueError(f"grid_size must be an integer from 2 to {largest} cells per side, got {max_side!r}")
+    side = min(int(max_side), max(2, math.ceil(math.sqrt(count))))
     return side, side
 
 

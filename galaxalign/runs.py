@@ -109,11 +109,12 @@ def finished_stage(run: RunDirectory) -> tuple[int, Path]:
             return stage, status.latest
         raise RunDirectoryError(
             f"run_dir {run.path}: stage {stage} has not finished (newest checkpoint {status.latest.name} "
-            "is mid-stage). Finish training by running train.ipynb again with this run_dir, then evaluate"
+            "is mid-stage). Finish training by running train.ipynb again with this run_dir, then evaluate "
+            "or explore it"
         )
     raise RunDirectoryError(
         f"run_dir {run.path} contains no checkpoint of a finished stage; train it with train.ipynb "
-        "(same run_dir) before evaluating"
+        "(same run_dir) before evaluating or exploring it"
     )
 
 

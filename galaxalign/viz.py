@@ -196,7 +196,8 @@ def retrieval_gallery(
         axes[0, column].set_title(query_captions[column], fontsize=7, color="tab:red")
         for row in range(n_neighbours):
             axes[row + 1, column].imshow(neighbour_images[column, row])
-            axes[row + 1, column].set_title(neighbour_captions[column][row], fontsize=7)
+            # Below the image, so that the first neighbour's caption does not read as the query's.
+            axes[row + 1, column].set_xlabel(neighbour_captions[column][row], fontsize=7)
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
@@ -329,7 +330,9 @@ def query_results_figure(
     for axis in flat[panels:]:
         axis.axis("off")
     if query_image is None:
-        figure.suptitle(textwrap.fill(query_caption, 100), fontsize=9, color="tab:red")
+        # A long description would bury the results: the title keeps its first 200 characters.
+        title = textwrap.shorten(query_caption, 200, placeholder=" …")
+        figure.suptitle(textwrap.fill(title, 100), fontsize=9, color="tab:red")
     else:
         flat[0].imshow(query_image)
         flat[0].set_title(textwrap.fill(query_caption, 24), fontsize=7, color="tab:red")

@@ -161,3 +161,56 @@ def test_library_never_imports_widgets():
             if any(name.split(".")[0] in ("galaxalign_widgets", "widgets", "ipywidgets") for name in names):
                 importers.append(str(path.relative_to(REPOSITORY)))
     assert importers == []
+
+
+def test_user_file_is_never_replaced(tmp_path: Path):
+    tiny = synthetic_exploration(count=12)
+    tiny.output_dir = tmp_path / "explore"
+    tiny.output_dir.mkdir()
+    mine = tiny.output_dir / "pca_grid.png"
+    mine.write_bytes(b"my own picture")
+    with pytest.raises(FileExistsError, match="pca_grid.png exists but was not written by galaxalign"):
+        explore.save_pca_grid(tiny, max_side=3)
+    assert mine.read_bytes() == b"my own picture"
+
+    mine.unlink()
+    _, path = explore.save_pca_grid(tiny, max_side=3)
+    first = path.read_bytes()
+    _, again = explore.save_pca_grid(tiny, max_side=2)
+    assert again == path
+    assert again.read_bytes() != first
+    assert tiny.written == [path]
+
+
+def test_user_plotly_copy_is_kept(tmp_path: Path):
+    tiny = synthetic_exploration(count=12)
+    tiny.output_dir = tmp_path
+    (tmp_path / "plotly.min.js").write_text("// my build")
+    with pytest.raises(FileExistsError, match="plotly.min.js exists"):
+        explore.save_map(tiny, "pca", explore.map_figure(tiny, "pca"))
+    assert (tmp_path / "plotly.min.js").read_text() == "// my build"
+
+
+def test_seed_out_of_range_is_rejected(finished_run: Path):
+    for seed in (-1, 2**32, 1.5):
+        with pytest.raises(ValueError, match="seed must be an integer from 0 to 4294967295"):
+            explore.load_exploration(finished_run, split="all", seed=seed, device="cpu")
+
+
+def test_check_queries_names_parameter():
+    tiny = synthetic_exploration(count=12)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        explore.check_queries(tiny, 0, None, "a text")
+    with pytest.raises(ValueError, match="symbol_query 'spiral' is not a class of this run"):
+        explore.check_queries(tiny, 3, "spiral", "a text")
+    with pytest.raises(ValueError, match="text_query must be a non-empty description"):
+        explore.check_queries(tiny, 3, None, "  ")
+    explore.check_queries(tiny, 3, "class_1", "a text")
+
+
+def test_long_text_query_title_is_shortened():
+    tiny = synthetic_exploration(count=12)
+    figure = explore.search_figure(tiny, tiny.vectors[0], "spiral " * 500, k=3)
+    title = figure._suptitle.get_text()
+    assert len(title) <= 205
+    assert title.endswith("…")

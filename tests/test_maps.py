@@ -120,7 +120,7 @@ def test_sample_rows_keeps_small_sets_whole():
 def test_grid_shape_fits_the_catalog():
     assert maps.grid_shape(849, 24) == (24, 24)
     assert maps.grid_shape(10, 24) == (4, 4)
-    with pytest.raises(ValueError, match="grid_size"):
+    with pytest.raises(ValueError, match="grid_size must be an integer from 2 to 64"):
         maps.grid_shape(10, 0)
 
 
