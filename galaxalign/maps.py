@@ -279,6 +279,47 @@ def grid_mosaic(grid: PcaGrid, thumbnails: np.ndarray, gap: int = 1, gap_grey: i
     return mosaic
 
 
+@dataclass(frozen=True)
+class ThumbnailSheet:
+    """Thumbnails tiled row by row into one image, so a web page loads them all in one request.
+
+    Thumbnail ``i`` sits in column ``i % columns`` and row ``i // columns``
+    of ``image``, in a ``cell`` x ``cell`` pixel square.
+    """
+
+    image: np.ndarray
+    columns: int
+    cell: int
+
+    @property
+    def rows(self) -> int:
+        return self.image.shape[0] // self.cell
+
+
+def thumbnail_sheet(thumbnails: np.ndarray, cell: int = 64, max_side: int = 8192) -> ThumbnailSheet:
+    """Tile (N, S, S, 3) uint8 thumbnails into a :class:`ThumbnailSheet` of cells at most ``cell`` px wide.
+
+    Cells shrink below ``cell`` (and below ``S``, never enlarged) where
+    needed to keep the sheet's sides within ``max_side`` pixels, a size
+    browsers decode without trouble. Empty cells at the end stay black.
+    """
+    count = thumbnails.shape[0]
+    if count == 0:
+        raise ValueError("no thumbnails to tile")
+    columns = math.ceil(math.sqrt(count))
+    side = min(cell, thumbnails.shape[1], max_side // columns)
+    if side < 1:
+        raise ValueError(f"{count} thumbnails do not fit in a sheet of at most {max_side} px a side")
+    rows = math.ceil(count / columns)
+    sheet = np.zeros((rows * side, columns * side, 3), dtype=np.uint8)
+    for i, thumbnail in enumerate(thumbnails):
+        if thumbnail.shape[0] != side:
+            thumbnail = np.asarray(Image.fromarray(thumbnail).resize((side, side), Image.Resampling.BOX))
+        row, column = divmod(i, columns)
+        sheet[row * side : (row + 1) * side, column * side : (column + 1) * side] = thumbnail
+    return ThumbnailSheet(image=sheet, columns=columns, cell=side)
+
+
 def save_png(image: np.ndarray, path: str | Path) -> Path:
     """Write a uint8 RGB array as a PNG file, creating its folder; return the path."""
     path = Path(path)

@@ -182,3 +182,37 @@ def test_grid_mosaic_pixels(tmp_path: Path):
 
     path = maps.save_png(mosaic, tmp_path / "sub" / "grid.png")
     np.testing.assert_array_equal(np.asarray(Image.open(path)), mosaic)
+
+
+def test_thumbnail_sheet_tiles_row_by_row():
+    generator = np.random.default_rng(0)
+    thumbnails = generator.integers(0, 256, size=(5, 4, 4, 3), dtype=np.uint8)
+    sheet = maps.thumbnail_sheet(thumbnails, cell=64)
+    # Five thumbnails take ceil(sqrt(5)) = 3 columns and 2 rows of 4 px cells, never enlarged.
+    assert (sheet.columns, sheet.rows, sheet.cell) == (3, 2, 4)
+    assert sheet.image.shape == (8, 12, 3)
+    np.testing.assert_array_equal(sheet.image[0:4, 8:12], thumbnails[2])
+    np.testing.assert_array_equal(sheet.image[4:8, 4:8], thumbnails[4])
+    assert (sheet.image[4:8, 8:12] == 0).all()
+
+
+def test_thumbnail_sheet_shrinks_cells_to_fit():
+    thumbnails = np.stack([np.full((8, 8, 3), 10 * i, dtype=np.uint8) for i in range(10)])
+    thumbnails[3, :4] = 100
+    thumbnails[3, 4:] = 200
+    sheet = maps.thumbnail_sheet(thumbnails, cell=6, max_side=12)
+    # Four columns in at most 12 px leave 3 px cells; the box filter averages 8 px into 3.
+    assert (sheet.columns, sheet.rows, sheet.cell) == (4, 3, 3)
+    assert sheet.image.shape == (9, 12, 3)
+    assert (sheet.image[6:9, 3:6] == 90).all()
+    cell = sheet.image[0:3, 9:12, 0]
+    assert (cell[0] == 100).all()
+    assert (cell[2] == 200).all()
+    assert 100 < cell[1, 0] < 200
+
+
+def test_thumbnail_sheet_refuses_what_cannot_fit():
+    with pytest.raises(ValueError, match="no thumbnails"):
+        maps.thumbnail_sheet(np.zeros((0, 8, 8, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="do not fit in a sheet of at most 4 px"):
+        maps.thumbnail_sheet(np.zeros((30, 8, 8, 3), dtype=np.uint8), max_side=4)
