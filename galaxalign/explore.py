@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from matplotlib.figure import Figure
+from PIL import Image
 
 from galaxalign import viz
 from galaxalign.classify import zero_shot_scores
@@ -20,6 +21,7 @@ from galaxalign.embed import EmbeddingSet, read_embedding_set
 from galaxalign.evaluate import gallery_queries, neighbour_gallery
 from galaxalign.maps import (
     PcaGrid,
+    ThumbnailSheet,
     check_method,
     embedding_map,
     grid_mosaic,
@@ -29,6 +31,7 @@ from galaxalign.maps import (
     place_in_map,
     sample_rows,
     save_png,
+    thumbnail_sheet,
 )
 from galaxalign.runs import FinishedRun, embed_run, embedding_folder, load_run, load_run_images
 from galaxalign.search import NeighbourIndex, SearchResult
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 # The output folder's list of files galaxalign wrote there; the copy of plotly.js the map pages load.
 OUTPUTS_MANIFEST = "outputs.json"
 PLOTLY_JS = "plotly.min.js"
+# One image of all the map galaxies' thumbnails, which the map pages show on hover.
+MAP_THUMBNAILS = "map_thumbnails.jpg"
 # scikit-learn and umap-learn take seeds that fit in 32 bits.
 MAX_SEED = 2**32 - 1
 
@@ -80,6 +85,7 @@ class Exploration:
         default_factory=dict, repr=False
     )
     written: list[Path] = field(default_factory=list)
+    _sheet: ThumbnailSheet | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -375,17 +381,32 @@ def save_map(exploration: Exploration, method: str, figure: go.Figure) -> list[P
     """Write a map as interactive HTML and its coordinates as CSV into the exploration's output folder.
 
     The HTML page loads plotly.js from a copy written beside it, so it opens
-    without internet. Returns the paths written. Like every writer here, it
+    without internet, and shows the thumbnail of the galaxy under the pointer
+    from ``map_thumbnails.jpg``, one sheet of the map galaxies' thumbnails
+    that every map page of the folder shares. Returns the paths written. Like every writer here, it
     raises ``FileExistsError`` rather than replace a file galaxalign did not write.
     """
     html = output_path(exploration, f"map_{method}.html")
     output_path(exploration, PLOTLY_JS)
-    figure.write_html(html, include_plotlyjs="directory")
+    sheet = _save_map_thumbnails(exploration)
+    script = viz.hover_thumbnail_script(exploration.map_rows, MAP_THUMBNAILS, sheet.columns, sheet.rows)
+    figure.write_html(html, include_plotlyjs="directory", post_script=script)
     table = output_path(exploration, f"map_{method}.csv")
     exploration.map_frame(exploration.map(method)).to_csv(table, index=False)
     _record(exploration, html.name, PLOTLY_JS, table.name)
     logger.info("wrote the %s map to %s and %s", method, html, table)
     return [html, table]
+
+
+def _save_map_thumbnails(exploration: Exploration) -> ThumbnailSheet:
+    """Write the thumbnails of the map galaxies as one JPEG sheet for the map pages, once per exploration."""
+    if exploration._sheet is None:
+        sheet = thumbnail_sheet(exploration.thumbnails(exploration.map_rows))
+        path = output_path(exploration, MAP_THUMBNAILS)
+        Image.fromarray(sheet.image).save(path, quality=90)
+        _record(exploration, path.name)
+        exploration._sheet = sheet
+    return exploration._sheet
 
 
 def save_pca_grid(exploration: Exploration, max_side: int = 24, seed: int = 0) -> tuple[PcaGrid, Path]:

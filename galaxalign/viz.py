@@ -301,6 +301,90 @@ def map_figure(
     return figure
 
 
+# Shows the thumbnail of the galaxy under the pointer in a saved map page, since plotly hover labels
+# hold text only. CSS background position cuts the picture from one sheet image of all thumbnails.
+# The picture and the object id go in a box of their own above the pointer, kept inside the window.
+# The box goes to the top right of the page when the event carries no pointer position.
+# __CELLS__ maps an embedding row to its cell in the sheet.
+_HOVER_THUMBNAIL_SCRIPT = """
+var plot = document.getElementById("{plot_id}");
+var cells = new Map(__CELLS__);
+var side = __SIDE__;
+var box = document.createElement("div");
+box.className = "galaxalign-hover";
+box.style.cssText = "position: fixed; display: none; padding: 6px; z-index: 1000;"
+  + " background: white; border: 1px solid #888; font: 12px sans-serif; pointer-events: none;";
+var picture = document.createElement("div");
+picture.className = "galaxalign-hover-thumbnail";
+picture.style.cssText = "width: " + side + "px; height: " + side + "px;"
+  + " background-image: url(" + JSON.stringify(__SHEET__) + ");"
+  + " background-size: " + (__COLUMNS__ * side) + "px " + (__ROWS__ * side) + "px;";
+var caption = document.createElement("div");
+caption.className = "galaxalign-hover-id";
+box.appendChild(picture);
+box.appendChild(caption);
+document.body.appendChild(box);
+plot.on("plotly_hover", function (event) {
+  var point = event.points[0];
+  if (!point || point.data.meta !== "galaxies" || !cells.has(point.customdata[0])) {
+    return;
+  }
+  var cell = cells.get(point.customdata[0]);
+  var column = cell % __COLUMNS__;
+  var row = Math.floor(cell / __COLUMNS__);
+  picture.style.backgroundPosition = (-column * side) + "px " + (-row * side) + "px";
+  caption.textContent = point.customdata[1];
+  box.dataset.row = String(point.customdata[0]);
+  box.style.display = "block";
+  var pointer = event.event;
+  if (pointer && typeof pointer.clientX === "number") {
+    // Above the pointer, clear of plotly's label, which sits level with the point; below near the top.
+    var left = pointer.clientX - box.offsetWidth / 2;
+    var top = pointer.clientY - 32 - box.offsetHeight;
+    if (top < 0) {
+      top = pointer.clientY + 32;
+    }
+    left = Math.min(left, window.innerWidth - box.offsetWidth);
+    box.style.left = Math.max(0, left) + "px";
+    box.style.top = Math.max(0, top) + "px";
+    box.style.right = "";
+  } else {
+    box.style.left = "";
+    box.style.top = "8px";
+    box.style.right = "8px";
+  }
+});
+plot.on("plotly_unhover", function () {
+  box.style.display = "none";
+});
+"""
+
+
+def hover_thumbnail_script(
+    rows: np.ndarray, sheet: str, columns: int, sheet_rows: int, side: int = 128
+) -> str:
+    """Return the JavaScript that shows a galaxy's thumbnail when the pointer is over it in a saved map page.
+
+    Pass it as ``post_script`` to plotly's ``write_html`` for a figure from
+    :func:`map_figure`. Embedding row ``rows[i]`` has its thumbnail in cell
+    ``i`` of the sheet image at URL ``sheet``, a path relative to the page.
+    The sheet has ``columns`` x ``sheet_rows`` cells. The page shows a
+    thumbnail ``side`` CSS pixels wide.
+    """
+    cells = [[int(row), i] for i, row in enumerate(rows)]
+    replacements = {
+        "__CELLS__": json.dumps(cells, separators=(",", ":")),
+        "__SHEET__": json.dumps(sheet),
+        "__COLUMNS__": str(int(columns)),
+        "__ROWS__": str(int(sheet_rows)),
+        "__SIDE__": str(int(side)),
+    }
+    script = _HOVER_THUMBNAIL_SCRIPT
+    for placeholder, value in replacements.items():
+        script = script.replace(placeholder, value)
+    return script
+
+
 def query_results_figure(
     images: np.ndarray,
     captions: Sequence[str],

@@ -1,7 +1,9 @@
 """Exploring a finished run: embeddings by row, class-filtered neighbours, maps and the PCA grid on disk."""
 
 import ast
+import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +103,40 @@ def test_save_map_writes_html_and_coordinates(exploration: explore.Exploration):
     np.testing.assert_allclose(frame[["x", "y"]].to_numpy(), coords, rtol=1e-6)
     names = np.asarray(exploration.class_names)
     assert list(frame["label"]) == list(names[exploration.labels[exploration.map_rows]])
+
+
+def test_map_pages_share_one_thumbnail_sheet(tmp_path: Path):
+    tiny = synthetic_exploration(count=12, size=8)
+    tiny.output_dir = tmp_path
+    tiny.map_rows = np.array([5, 0, 11, 7, 2])
+    for method in ("pca", "tsne"):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*perplexity", category=UserWarning)
+            html, _ = explore.save_map(tiny, method, explore.map_figure(tiny, method))
+        page = html.read_text()
+        # Map galaxy i's row to cell i of the 3 x 2 sheet of 8 px cells, shown 128 px wide.
+        assert "new Map([[5,0],[0,1],[11,2],[7,3],[2,4]])" in page
+        assert 'JSON.stringify("map_thumbnails.jpg")' in page
+        assert '(3 * side) + "px " + (2 * side) + "px;"' in page
+    sheet = np.asarray(Image.open(tmp_path / "map_thumbnails.jpg").convert("RGB")).astype(int)
+    assert sheet.shape == (16, 24, 3)
+    # The synthetic thumbnail of row i is uniformly i; JPEG keeps a flat 8 x 8 block within a level.
+    for cell, row in enumerate(tiny.map_rows):
+        top, left = 8 * (cell // 3), 8 * (cell % 3)
+        assert np.abs(sheet[top : top + 8, left : left + 8] - row).max() <= 1
+    assert [path.name for path in tiny.written].count("map_thumbnails.jpg") == 1
+    manifest = json.loads((tmp_path / "outputs.json").read_text())["files"]
+    assert "map_thumbnails.jpg" in manifest
+
+
+def test_user_thumbnail_sheet_is_kept(tmp_path: Path):
+    tiny = synthetic_exploration(count=12)
+    tiny.output_dir = tmp_path
+    (tmp_path / "map_thumbnails.jpg").write_bytes(b"my own sheet")
+    with pytest.raises(FileExistsError, match="map_thumbnails.jpg exists"):
+        explore.save_map(tiny, "pca", explore.map_figure(tiny, "pca"))
+    assert (tmp_path / "map_thumbnails.jpg").read_bytes() == b"my own sheet"
+    assert not (tmp_path / "map_pca.html").exists()
 
 
 def test_map_figure_traces(exploration: explore.Exploration):
