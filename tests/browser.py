@@ -266,12 +266,14 @@ POINTS_SCRIPT = """
   const xaxis = layout.xaxis;
   const yaxis = layout.yaxis;
   const points = [];
-  plot.data.forEach((trace, traceIndex) => {
+  plot.data.forEach((input, traceIndex) => {
+    // A page written by plotly.py holds numeric arrays base64-encoded; the full data has them decoded.
     const full = plot._fullData[traceIndex];
+    const trace = full || input;
     if (!trace.x || !trace.y || (full && full.visible !== true)) {
       return;
     }
-    const galaxy = trace.meta === "galaxies";
+    const galaxy = input.meta === "galaxies";
     for (let i = 0; i < trace.x.length; i++) {
       const px = xaxis.l2p(xaxis.d2l(trace.x[i]));
       const py = yaxis.l2p(yaxis.d2l(trace.y[i]));
@@ -383,9 +385,12 @@ class PageRecord:
 
 @contextmanager
 def artifacts_on_failure(
-    page: Any, record: PageRecord, server: JupyterLab, folder: Path, name: str
+    page: Any, record: PageRecord, server: JupyterLab | None, folder: Path, name: str
 ) -> Iterator[None]:
-    """Save a screenshot, the console messages and the server log to ``folder`` if the block raises."""
+    """Save a screenshot, the console messages and the server log to ``folder`` if the block raises.
+
+    ``server`` is None for a page that no JupyterLab serves, such as a saved map opened as a file.
+    """
     try:
         yield
     # pytest.fail raises an exception that does not derive from Exception.
@@ -397,9 +402,9 @@ def artifacts_on_failure(
         except Exception as error:  # noqa: BLE001 - the original failure matters more than this one
             record.lines.append(f"screenshot failed: {error}")
         (folder / f"{name}-console.log").write_text("\n".join(record.lines) + "\n")
-        if server.log.exists():
+        if server is not None and server.log.exists():
             shutil.copy(server.log, folder / f"{name}-jupyterlab.log")
-        print(f"browser test failed; screenshot, console messages and server log are in {folder}")
+        print(f"browser test failed; screenshot, console messages and any server log are in {folder}")
         raise
 
 
@@ -482,7 +487,7 @@ KERNEL_STATE_SCRIPT = """
 }
 """
 
-# True once the plot div of the explorer has laid out its axes and contains galaxy traces.
+# True once a plot div of galaxalign's maps has laid out its axes and contains galaxy traces.
 PLOT_READY_SCRIPT = """
 (plot) => Boolean(
   plot._fullLayout && plot._fullLayout.xaxis && plot._fullLayout.xaxis.l2p && plot.data &&

@@ -8,6 +8,7 @@ Screenshots go to test-artifacts/browser/ in the repository.
 
 from __future__ import annotations
 
+import io
 import os
 import time
 import uuid
@@ -16,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import browser
+import numpy as np
 import pytest
+from PIL import Image
 
+from galaxalign import explore
 from galaxalign.embed import read_embedding_set
 from galaxalign.search import NeighbourIndex
 
@@ -216,3 +220,58 @@ def test_clicked_galaxy_shows_neighbours(
         assert clicked.object_id in selection
         assert len(captions) == K, captions
         assert ids_in_captions(captions, expected) == expected
+
+
+def thumbnail_distances(on_page: np.ndarray, exploration: explore.Exploration) -> np.ndarray:
+    """Mean absolute difference between a picture on the page and each map galaxy's thumbnail at its size."""
+    side = on_page.shape[0]
+    distances = []
+    for thumbnail in exploration.thumbnails(exploration.map_rows):
+        scaled = np.asarray(Image.fromarray(thumbnail).resize((side, side), Image.Resampling.BILINEAR))
+        distances.append(np.abs(scaled.astype(float) - on_page.astype(float)).mean())
+    return np.asarray(distances)
+
+
+@pytest.mark.slow
+def test_saved_map_shows_thumbnail_on_hover(
+    page: tuple[Any, browser.PageRecord], finished_run: Path, tmp_path: Path
+):
+    tab, record = page
+    name = "map-hover"
+    for stale in ARTIFACTS.glob(f"{name}-*"):
+        stale.unlink()
+    exploration = explore.load_exploration(finished_run, split="all", device="cpu")
+    exploration.output_dir = tmp_path / "explore"
+    html, _ = explore.save_map(exploration, "pca", explore.map_figure(exploration, "pca"))
+
+    with browser.artifacts_on_failure(tab, record, None, ARTIFACTS, name):
+        tab.goto(html.as_uri(), wait_until="load")
+        plot = tab.locator(".js-plotly-plot").first
+        drawn = lambda: plot.evaluate(browser.PLOT_READY_SCRIPT)  # noqa: E731
+        browser.wait_until(drawn, 30, description="the map to draw")
+        points = browser.plot_points(tab, ".js-plotly-plot")
+        hovered = browser.most_isolated_galaxy(points, excluded_ids=set())
+        tab.mouse.move(hovered.x, hovered.y)
+        box = tab.locator(".galaxalign-hover")
+        box.wait_for(state="visible", timeout=10_000)
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(ARTIFACTS / f"{name}-page.png"))
+        picture = tab.locator(".galaxalign-hover-thumbnail")
+        on_page = np.asarray(Image.open(io.BytesIO(picture.screenshot())).convert("RGB"))
+        distances = thumbnail_distances(on_page, exploration)
+        cell = int(np.flatnonzero(exploration.map_rows == hovered.row)[0])
+        print(
+            f"hovered galaxy {hovered.object_id} (row {hovered.row}); mean difference to its thumbnail "
+            f"{distances[cell]:.1f}, to the next closest {np.partition(distances, 1)[1]:.1f} (0-255 scale)"
+        )
+
+        assert box.get_attribute("data-row") == str(hovered.row)
+        assert tab.locator(".galaxalign-hover-id").inner_text() == hovered.object_id
+        assert on_page.shape == (128, 128, 3)
+        assert int(np.argmin(distances)) == cell
+        assert distances[cell] < 12
+
+        tab.mouse.move(5, 5)
+        box.wait_for(state="hidden", timeout=10_000)
+    assert not [line for line in record.lines if line.startswith("pageerror")], record.lines
