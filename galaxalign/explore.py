@@ -42,8 +42,6 @@ logger = logging.getLogger(__name__)
 # The output folder's list of files galaxalign wrote there; the copy of plotly.js the map pages load.
 OUTPUTS_MANIFEST = "outputs.json"
 PLOTLY_JS = "plotly.min.js"
-# One image of all the map galaxies' thumbnails, which the map pages show on hover.
-MAP_THUMBNAILS = "map_thumbnails.jpg"
 # scikit-learn and umap-learn take seeds that fit in 32 bits.
 MAX_SEED = 2**32 - 1
 
@@ -381,32 +379,27 @@ def save_map(exploration: Exploration, method: str, figure: go.Figure) -> list[P
     """Write a map as interactive HTML and its coordinates as CSV into the exploration's output folder.
 
     The HTML page loads plotly.js from a copy written beside it, so it opens
-    without internet, and shows the thumbnail of the galaxy under the pointer
-    from ``map_thumbnails.jpg``, one sheet of the map galaxies' thumbnails
-    that every map page of the folder shares. Returns the paths written. Like every writer here, it
+    without internet. It shows the thumbnail of the galaxy under the pointer,
+    cut from ``map_<method>_thumbnails.jpg``, one sheet of the map galaxies'
+    thumbnails. Each page has a sheet of its own, so a page left from an
+    earlier run with another sample keeps matching its sheet. Returns the
+    paths written. Like every writer here, it
     raises ``FileExistsError`` rather than replace a file galaxalign did not write.
     """
     html = output_path(exploration, f"map_{method}.html")
     output_path(exploration, PLOTLY_JS)
-    sheet = _save_map_thumbnails(exploration)
-    script = viz.hover_thumbnail_script(exploration.map_rows, MAP_THUMBNAILS, sheet.columns, sheet.rows)
-    figure.write_html(html, include_plotlyjs="directory", post_script=script)
+    sheet_path = output_path(exploration, f"map_{method}_thumbnails.jpg")
     table = output_path(exploration, f"map_{method}.csv")
-    exploration.map_frame(exploration.map(method)).to_csv(table, index=False)
-    _record(exploration, html.name, PLOTLY_JS, table.name)
-    logger.info("wrote the %s map to %s and %s", method, html, table)
-    return [html, table]
-
-
-def _save_map_thumbnails(exploration: Exploration) -> ThumbnailSheet:
-    """Write the thumbnails of the map galaxies as one JPEG sheet for the map pages, once per exploration."""
     if exploration._sheet is None:
-        sheet = thumbnail_sheet(exploration.thumbnails(exploration.map_rows))
-        path = output_path(exploration, MAP_THUMBNAILS)
-        Image.fromarray(sheet.image).save(path, quality=90)
-        _record(exploration, path.name)
-        exploration._sheet = sheet
-    return exploration._sheet
+        exploration._sheet = thumbnail_sheet(exploration.thumbnails(exploration.map_rows))
+    sheet = exploration._sheet
+    Image.fromarray(sheet.image).save(sheet_path, quality=90)
+    script = viz.hover_thumbnail_script(exploration.map_rows, sheet_path.name, sheet.columns, sheet.rows)
+    figure.write_html(html, include_plotlyjs="directory", post_script=script)
+    exploration.map_frame(exploration.map(method)).to_csv(table, index=False)
+    _record(exploration, html.name, PLOTLY_JS, sheet_path.name, table.name)
+    logger.info("wrote the %s map to %s, its thumbnails and %s", method, html, table)
+    return [html, table]
 
 
 def save_pca_grid(exploration: Exploration, max_side: int = 24, seed: int = 0) -> tuple[PcaGrid, Path]:

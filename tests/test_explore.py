@@ -105,7 +105,7 @@ def test_save_map_writes_html_and_coordinates(exploration: explore.Exploration):
     assert list(frame["label"]) == list(names[exploration.labels[exploration.map_rows]])
 
 
-def test_map_pages_share_one_thumbnail_sheet(tmp_path: Path):
+def test_map_pages_show_their_own_thumbnail_sheet(tmp_path: Path):
     tiny = synthetic_exploration(count=12, size=8)
     tiny.output_dir = tmp_path
     tiny.map_rows = np.array([5, 0, 11, 7, 2])
@@ -116,26 +116,42 @@ def test_map_pages_share_one_thumbnail_sheet(tmp_path: Path):
         page = html.read_text()
         # Map galaxy i's row to cell i of the 3 x 2 sheet of 8 px cells, shown 128 px wide.
         assert "new Map([[5,0],[0,1],[11,2],[7,3],[2,4]])" in page
-        assert 'JSON.stringify("map_thumbnails.jpg")' in page
+        assert f'JSON.stringify("map_{method}_thumbnails.jpg")' in page
         assert '(3 * side) + "px " + (2 * side) + "px;"' in page
-    sheet = np.asarray(Image.open(tmp_path / "map_thumbnails.jpg").convert("RGB")).astype(int)
-    assert sheet.shape == (16, 24, 3)
-    # The synthetic thumbnail of row i is uniformly i; JPEG keeps a flat 8 x 8 block within a level.
-    for cell, row in enumerate(tiny.map_rows):
-        top, left = 8 * (cell // 3), 8 * (cell % 3)
-        assert np.abs(sheet[top : top + 8, left : left + 8] - row).max() <= 1
-    assert [path.name for path in tiny.written].count("map_thumbnails.jpg") == 1
+        sheet = np.asarray(Image.open(tmp_path / f"map_{method}_thumbnails.jpg").convert("RGB")).astype(int)
+        assert sheet.shape == (16, 24, 3)
+        # The synthetic thumbnail of row i is uniformly i; JPEG keeps a flat 8 x 8 block within a level.
+        for cell, row in enumerate(tiny.map_rows):
+            top, left = 8 * (cell // 3), 8 * (cell % 3)
+            assert np.abs(sheet[top : top + 8, left : left + 8] - row).max() <= 1
     manifest = json.loads((tmp_path / "outputs.json").read_text())["files"]
-    assert "map_thumbnails.jpg" in manifest
+    assert {"map_pca_thumbnails.jpg", "map_tsne_thumbnails.jpg"} <= set(manifest)
+
+
+def test_earlier_map_page_keeps_its_thumbnails(tmp_path: Path):
+    first = synthetic_exploration(count=12, size=8)
+    first.output_dir = tmp_path
+    first.map_rows = np.array([3, 4, 5, 6, 7])
+    explore.save_map(first, "pca", explore.map_figure(first, "pca"))
+    before = (tmp_path / "map_pca_thumbnails.jpg").read_bytes()
+    # A later exploration of the same folder with another sample draws only the t-SNE map.
+    second = synthetic_exploration(count=12, size=8)
+    second.output_dir = tmp_path
+    second.map_rows = np.array([11, 10, 9, 8, 2, 1])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*perplexity", category=UserWarning)
+        explore.save_map(second, "tsne", explore.map_figure(second, "tsne"))
+    assert (tmp_path / "map_pca_thumbnails.jpg").read_bytes() == before
+    assert "new Map([[3,0],[4,1],[5,2],[6,3],[7,4]])" in (tmp_path / "map_pca.html").read_text()
 
 
 def test_user_thumbnail_sheet_is_kept(tmp_path: Path):
     tiny = synthetic_exploration(count=12)
     tiny.output_dir = tmp_path
-    (tmp_path / "map_thumbnails.jpg").write_bytes(b"my own sheet")
-    with pytest.raises(FileExistsError, match="map_thumbnails.jpg exists"):
+    (tmp_path / "map_pca_thumbnails.jpg").write_bytes(b"my own sheet")
+    with pytest.raises(FileExistsError, match="map_pca_thumbnails.jpg exists"):
         explore.save_map(tiny, "pca", explore.map_figure(tiny, "pca"))
-    assert (tmp_path / "map_thumbnails.jpg").read_bytes() == b"my own sheet"
+    assert (tmp_path / "map_pca_thumbnails.jpg").read_bytes() == b"my own sheet"
     assert not (tmp_path / "map_pca.html").exists()
 
 
