@@ -510,7 +510,7 @@ class NeighbourIndex:
             if excluding:
                 reason = f"each query galaxy is excluded, so only {available} others remain"
             else:
-                reason = f"the index contains only {available} galaxies"
+                reason = f"the index contains only {available} {'galaxy' if available == 1 else 'galaxies'}"
             raise ValueError(f"k={k} is larger than the catalog: {reason}. Pass k <= {available}")
         return k
 

@@ -570,8 +570,9 @@ class SymbolBank:
             rng = np.random.default_rng([self.seed, label])
             self.images[label] = self._draw_variants(morphology.name, morphology.symbol, rng)
         logger.info(
-            "drew %d symbol variants of %d px for each of the %d classes of schema %r",
+            "drew %d symbol %s of %d px for each of the %d classes of schema %r",
             self.n_variants,
+            "variant" if self.n_variants == 1 else "variants",
             self.size,
             len(schema),
             schema.name,
