@@ -296,23 +296,29 @@ class ThumbnailSheet:
         return self.image.shape[0] // self.cell
 
 
-def thumbnail_sheet(thumbnails: np.ndarray, cell: int = 64, max_side: int = 8192) -> ThumbnailSheet:
-    """Tile (N, S, S, 3) uint8 thumbnails into a :class:`ThumbnailSheet` of cells at most ``cell`` px wide.
+def thumbnail_sheet(
+    images: np.ndarray, rows: np.ndarray | None = None, cell: int = 64, max_side: int = 8192
+) -> ThumbnailSheet:
+    """Tile images ``rows`` of (M, S, S, 3) uint8 ``images`` into a :class:`ThumbnailSheet`.
 
-    Cells shrink below ``cell`` (and below ``S``, never enlarged) where
-    needed to keep the sheet's sides within ``max_side`` pixels, a size
-    browsers decode without trouble. Empty cells at the end stay black.
+    ``rows`` defaults to all images. They are read one at a time, so
+    ``images`` may be a memory-mapped image cache far larger than the sheet.
+    Cells are at most ``cell`` px wide, and shrink below ``cell`` (and below
+    ``S``, never enlarged) where needed to keep the sheet's sides within
+    ``max_side`` pixels, a size browsers decode without trouble. Empty cells
+    at the end stay black.
     """
-    count = thumbnails.shape[0]
+    rows = np.arange(images.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+    count = rows.shape[0]
     if count == 0:
         raise ValueError("no thumbnails to tile")
     columns = math.ceil(math.sqrt(count))
-    side = min(cell, thumbnails.shape[1], max_side // columns)
+    side = min(cell, images.shape[1], max_side // columns)
     if side < 1:
         raise ValueError(f"{count} thumbnails do not fit in a sheet of at most {max_side} px a side")
-    rows = math.ceil(count / columns)
-    sheet = np.zeros((rows * side, columns * side, 3), dtype=np.uint8)
-    for i, thumbnail in enumerate(thumbnails):
+    sheet = np.zeros((math.ceil(count / columns) * side, columns * side, 3), dtype=np.uint8)
+    for i, image_row in enumerate(rows):
+        thumbnail = np.asarray(images[image_row])
         if thumbnail.shape[0] != side:
             thumbnail = np.asarray(Image.fromarray(thumbnail).resize((side, side), Image.Resampling.BOX))
         row, column = divmod(i, columns)

@@ -188,6 +188,10 @@ def test_thumbnail_sheet_tiles_row_by_row():
     generator = np.random.default_rng(0)
     thumbnails = generator.integers(0, 256, size=(5, 4, 4, 3), dtype=np.uint8)
     sheet = maps.thumbnail_sheet(thumbnails, cell=64)
+    reordered = maps.thumbnail_sheet(thumbnails, rows=np.array([4, 0]), cell=64)
+    assert (reordered.columns, reordered.rows) == (2, 1)
+    np.testing.assert_array_equal(reordered.image[:, 0:4], thumbnails[4])
+    np.testing.assert_array_equal(reordered.image[:, 4:8], thumbnails[0])
     # Five thumbnails take ceil(sqrt(5)) = 3 columns and 2 rows of 4 px cells, never enlarged.
     assert (sheet.columns, sheet.rows, sheet.cell) == (3, 2, 4)
     assert sheet.image.shape == (8, 12, 3)
