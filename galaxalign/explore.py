@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 # The output folder's list of files galaxalign wrote there; the copy of plotly.js the map pages load.
 OUTPUTS_MANIFEST = "outputs.json"
 PLOTLY_JS = "plotly.min.js"
+# The map pages' thumbnail sheets are named by a hash of their pixels. A page, even renamed, then
+# finds the sheet it was written with, and the pages of one sample share one sheet.
+SHEET_PREFIX = "map_thumbnails-"
 # scikit-learn and umap-learn take seeds that fit in 32 bits.
 MAX_SEED = 2**32 - 1
 
@@ -380,26 +384,45 @@ def save_map(exploration: Exploration, method: str, figure: go.Figure) -> list[P
 
     The HTML page loads plotly.js from a copy written beside it, so it opens
     without internet. It shows the thumbnail of the galaxy under the pointer,
-    cut from ``map_<method>_thumbnails.jpg``, one sheet of the map galaxies'
-    thumbnails. Each page has a sheet of its own, so a page left from an
-    earlier run with another sample keeps matching its sheet. Returns the
-    paths written. Like every writer here, it
-    raises ``FileExistsError`` rather than replace a file galaxalign did not write.
+    cut from ``map_thumbnails-<hash>.jpg``, one sheet of the map galaxies'
+    thumbnails named by a hash of its pixels. Sheets that no page in the
+    folder names any more are removed. Returns the paths written. Like every
+    writer here, it raises ``FileExistsError`` rather than replace a file
+    galaxalign did not write.
     """
     html = output_path(exploration, f"map_{method}.html")
     output_path(exploration, PLOTLY_JS)
-    sheet_path = output_path(exploration, f"map_{method}_thumbnails.jpg")
     table = output_path(exploration, f"map_{method}.csv")
     if exploration._sheet is None:
-        exploration._sheet = thumbnail_sheet(exploration.thumbnails(exploration.map_rows))
+        rows = exploration.pixel_rows[exploration.map_rows]
+        exploration._sheet = thumbnail_sheet(exploration.pixels, rows)
     sheet = exploration._sheet
+    digest = hashlib.sha1(repr(sheet.image.shape).encode() + sheet.image.tobytes()).hexdigest()[:16]
+    sheet_path = output_path(exploration, f"{SHEET_PREFIX}{digest}.jpg")
     Image.fromarray(sheet.image).save(sheet_path, quality=90)
     script = viz.hover_thumbnail_script(exploration.map_rows, sheet_path.name, sheet.columns, sheet.rows)
     figure.write_html(html, include_plotlyjs="directory", post_script=script)
     exploration.map_frame(exploration.map(method)).to_csv(table, index=False)
     _record(exploration, html.name, PLOTLY_JS, sheet_path.name, table.name)
+    _remove_unused_sheets(exploration)
     logger.info("wrote the %s map to %s, its thumbnails and %s", method, html, table)
     return [html, table]
+
+
+def _remove_unused_sheets(exploration: Exploration) -> None:
+    """Delete the thumbnail sheets galaxalign wrote that no HTML page of the output folder names."""
+    folder = _output_dir(exploration)
+    recorded = _recorded(folder)
+    pages = [page.read_text(errors="replace") for page in folder.glob("*.html")]
+    unused = {
+        name for name in recorded if name.startswith(SHEET_PREFIX) and not any(name in page for page in pages)
+    }
+    for name in sorted(unused):
+        (folder / name).unlink(missing_ok=True)
+        logger.info("removed %s, which no map page in %s shows any more", name, folder)
+    if unused:
+        _write_manifest(folder, recorded - unused)
+        exploration.written = [path for path in exploration.written if path.name not in unused]
 
 
 def save_pca_grid(exploration: Exploration, max_side: int = 24, seed: int = 0) -> tuple[PcaGrid, Path]:
@@ -455,11 +478,14 @@ def _recorded(folder: Path) -> set[str]:
 def _record(exploration: Exploration, *names: str) -> None:
     """Add files to the output folder's list of what galaxalign wrote, and to this exploration's list."""
     folder = _output_dir(exploration)
-    recorded = _recorded(folder) | set(names)
-    (folder / OUTPUTS_MANIFEST).write_text(json.dumps({"files": sorted(recorded)}, indent=1))
+    _write_manifest(folder, _recorded(folder) | set(names))
     for name in names:
         if folder / name not in exploration.written:
             exploration.written.append(folder / name)
+
+
+def _write_manifest(folder: Path, names: set[str]) -> None:
+    (folder / OUTPUTS_MANIFEST).write_text(json.dumps({"files": sorted(names)}, indent=1))
 
 
 def _fit_k(k: int, available: int) -> int:

@@ -324,6 +324,13 @@ caption.className = "galaxalign-hover-id";
 box.appendChild(picture);
 box.appendChild(caption);
 document.body.appendChild(box);
+// A page copied without its sheet says so, rather than show an empty box.
+var sheetMissing = false;
+var probe = new Image();
+probe.onerror = function () {
+  sheetMissing = true;
+};
+probe.src = __SHEET__;
 plot.on("plotly_hover", function (event) {
   var point = event.points[0];
   if (!point || point.data.meta !== "galaxies" || !cells.has(point.customdata[0])) {
@@ -333,7 +340,11 @@ plot.on("plotly_hover", function (event) {
   var column = cell % __COLUMNS__;
   var row = Math.floor(cell / __COLUMNS__);
   picture.style.backgroundPosition = (-column * side) + "px " + (-row * side) + "px";
+  picture.style.display = sheetMissing ? "none" : "block";
   caption.textContent = point.customdata[1];
+  if (sheetMissing) {
+    caption.textContent += ": no thumbnail, because " + __SHEET__ + " is not beside this page";
+  }
   box.dataset.row = String(point.customdata[0]);
   box.style.display = "block";
   var pointer = event.event;
@@ -345,6 +356,7 @@ plot.on("plotly_hover", function (event) {
       top = pointer.clientY + 32;
     }
     left = Math.min(left, window.innerWidth - box.offsetWidth);
+    top = Math.min(top, window.innerHeight - box.offsetHeight);
     box.style.left = Math.max(0, left) + "px";
     box.style.top = Math.max(0, top) + "px";
     box.style.right = "";

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -274,4 +275,19 @@ def test_saved_map_shows_thumbnail_on_hover(
 
         tab.mouse.move(5, 5)
         box.wait_for(state="hidden", timeout=10_000)
+
+        # A copy of the page without its sheet shows why it has no thumbnail.
+        moved = tmp_path / "moved"
+        moved.mkdir()
+        for name in (html.name, explore.PLOTLY_JS):
+            shutil.copy(html.parent / name, moved / name)
+        tab.goto((moved / html.name).as_uri(), wait_until="load")
+        browser.wait_until(drawn, 30, description="the copied map to draw")
+        tab.wait_for_timeout(500)
+        tab.mouse.move(hovered.x, hovered.y)
+        box.wait_for(state="visible", timeout=10_000)
+        caption = tab.locator(".galaxalign-hover-id").inner_text()
+        assert caption.startswith(f"{hovered.object_id}: no thumbnail, because map_thumbnails-")
+        assert caption.endswith(".jpg is not beside this page")
+        assert not picture.is_visible()
     assert not [line for line in record.lines if line.startswith("pageerror")], record.lines

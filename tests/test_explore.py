@@ -2,6 +2,7 @@
 
 import ast
 import json
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -105,53 +106,81 @@ def test_save_map_writes_html_and_coordinates(exploration: explore.Exploration):
     assert list(frame["label"]) == list(names[exploration.labels[exploration.map_rows]])
 
 
-def test_map_pages_show_their_own_thumbnail_sheet(tmp_path: Path):
+def save_quiet_map(exploration: explore.Exploration, method: str) -> Path:
+    """Save a map of a few synthetic galaxies, where t-SNE warns that it lowers the perplexity."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*perplexity", category=UserWarning)
+        html, _ = explore.save_map(exploration, method, explore.map_figure(exploration, method))
+    return html
+
+
+def sheet_name(page: Path) -> str:
+    """Return the name of the thumbnail sheet a map page loads."""
+    names = re.findall(r'"(map_thumbnails-[0-9a-f]{16}\.jpg)"', page.read_text())
+    assert len(set(names)) == 1, names
+    return names[0]
+
+
+def test_map_pages_share_one_sheet(tmp_path: Path):
     tiny = synthetic_exploration(count=12, size=8)
     tiny.output_dir = tmp_path
     tiny.map_rows = np.array([5, 0, 11, 7, 2])
-    for method in ("pca", "tsne"):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*perplexity", category=UserWarning)
-            html, _ = explore.save_map(tiny, method, explore.map_figure(tiny, method))
-        page = html.read_text()
+    pages = [save_quiet_map(tiny, method) for method in ("pca", "tsne")]
+    for page in pages:
         # Map galaxy i's row to cell i of the 3 x 2 sheet of 8 px cells, shown 128 px wide.
-        assert "new Map([[5,0],[0,1],[11,2],[7,3],[2,4]])" in page
-        assert f'JSON.stringify("map_{method}_thumbnails.jpg")' in page
-        assert '(3 * side) + "px " + (2 * side) + "px;"' in page
-        sheet = np.asarray(Image.open(tmp_path / f"map_{method}_thumbnails.jpg").convert("RGB")).astype(int)
-        assert sheet.shape == (16, 24, 3)
-        # The synthetic thumbnail of row i is uniformly i; JPEG keeps a flat 8 x 8 block within a level.
-        for cell, row in enumerate(tiny.map_rows):
-            top, left = 8 * (cell // 3), 8 * (cell % 3)
-            assert np.abs(sheet[top : top + 8, left : left + 8] - row).max() <= 1
+        assert "new Map([[5,0],[0,1],[11,2],[7,3],[2,4]])" in page.read_text()
+        assert '(3 * side) + "px " + (2 * side) + "px;"' in page.read_text()
+    name = sheet_name(pages[0])
+    assert sheet_name(pages[1]) == name
+    assert sorted(path.name for path in tmp_path.glob("*.jpg")) == [name]
+    sheet = np.asarray(Image.open(tmp_path / name).convert("RGB")).astype(int)
+    assert sheet.shape == (16, 24, 3)
+    # The synthetic thumbnail of row i is uniformly i; JPEG keeps a flat 8 x 8 block within a level.
+    for cell, row in enumerate(tiny.map_rows):
+        top, left = 8 * (cell // 3), 8 * (cell % 3)
+        assert np.abs(sheet[top : top + 8, left : left + 8] - row).max() <= 1
     manifest = json.loads((tmp_path / "outputs.json").read_text())["files"]
-    assert {"map_pca_thumbnails.jpg", "map_tsne_thumbnails.jpg"} <= set(manifest)
+    assert name in manifest
 
 
-def test_earlier_map_page_keeps_its_thumbnails(tmp_path: Path):
+def test_sheet_cleanup_keeps_renamed_pages(tmp_path: Path):
     first = synthetic_exploration(count=12, size=8)
     first.output_dir = tmp_path
     first.map_rows = np.array([3, 4, 5, 6, 7])
-    explore.save_map(first, "pca", explore.map_figure(first, "pca"))
-    before = (tmp_path / "map_pca_thumbnails.jpg").read_bytes()
-    # A later exploration of the same folder with another sample draws only the t-SNE map.
+    old_sheet = sheet_name(save_quiet_map(first, "pca"))
+    (tmp_path / "map_pca.html").rename(tmp_path / "map_pca_first_sample.html")
+    save_quiet_map(first, "tsne")
+
+    # A later exploration of the same folder with another sample redraws both maps.
     second = synthetic_exploration(count=12, size=8)
     second.output_dir = tmp_path
     second.map_rows = np.array([11, 10, 9, 8, 2, 1])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*perplexity", category=UserWarning)
-        explore.save_map(second, "tsne", explore.map_figure(second, "tsne"))
-    assert (tmp_path / "map_pca_thumbnails.jpg").read_bytes() == before
-    assert "new Map([[3,0],[4,1],[5,2],[6,3],[7,4]])" in (tmp_path / "map_pca.html").read_text()
+    new_sheet = sheet_name(save_quiet_map(second, "pca"))
+    assert new_sheet != old_sheet
+    # The renamed page of the first sample still names its sheet, so it stays.
+    assert sheet_name(tmp_path / "map_pca_first_sample.html") == old_sheet
+    assert (tmp_path / old_sheet).is_file()
+
+    (tmp_path / "map_pca_first_sample.html").unlink()
+    save_quiet_map(second, "tsne")
+    assert sorted(path.name for path in tmp_path.glob("*.jpg")) == [new_sheet]
+    manifest = json.loads((tmp_path / "outputs.json").read_text())["files"]
+    assert old_sheet not in manifest
+    assert [path.name for path in second.written].count(new_sheet) == 1
 
 
-def test_user_thumbnail_sheet_is_kept(tmp_path: Path):
+def test_user_sheet_of_the_same_name_is_kept(tmp_path: Path):
     tiny = synthetic_exploration(count=12)
     tiny.output_dir = tmp_path
-    (tmp_path / "map_pca_thumbnails.jpg").write_bytes(b"my own sheet")
-    with pytest.raises(FileExistsError, match="map_pca_thumbnails.jpg exists"):
-        explore.save_map(tiny, "pca", explore.map_figure(tiny, "pca"))
-    assert (tmp_path / "map_pca_thumbnails.jpg").read_bytes() == b"my own sheet"
+    name = sheet_name(save_quiet_map(tiny, "pca"))
+    (tmp_path / "outputs.json").unlink()
+    (tmp_path / name).write_bytes(b"my own sheet")
+    (tmp_path / "map_pca.html").unlink()
+    (tmp_path / "plotly.min.js").unlink()
+    (tmp_path / "map_pca.csv").unlink()
+    with pytest.raises(FileExistsError, match=f"{name} exists"):
+        save_quiet_map(tiny, "pca")
+    assert (tmp_path / name).read_bytes() == b"my own sheet"
     assert not (tmp_path / "map_pca.html").exists()
 
 

@@ -131,8 +131,11 @@ def test_explore_notebook_writes_maps_and_grid(finished_run: Path, tmp_path: Pat
         frame = pd.read_csv(folder / f"map_{method}.csv", dtype={"object_id": str})
         assert len(frame) == 48, method
         assert (folder / f"map_{method}.html").is_file(), method
-        # 48 thumbnails of 32 px fill 7 columns and 7 rows of the hover sheet.
-        assert Image.open(folder / f"map_{method}_thumbnails.jpg").size == (224, 224), method
+    # The three pages show thumbnails on hover from one sheet: 48 thumbnails of 32 px in 7 x 7 cells.
+    sheets = list(folder.glob("map_thumbnails-*.jpg"))
+    assert len(sheets) == 1
+    assert Image.open(sheets[0]).size == (224, 224)
+    assert all(sheets[0].name in (folder / f"map_{m}.html").read_text() for m in ("tsne", "umap", "pca"))
     grid = Image.open(folder / "pca_grid.png")
     # 5 x 5 cells of 32 px with 1 px between them.
     assert grid.size == (164, 164)
