@@ -15,7 +15,7 @@ import pandas as pd
 import papermill
 from matplotlib.figure import Figure
 
-from galaxalign.evaluate import IMAGE_QUERY, TEXT, evaluate_run, parse_seeds, save_table
+from galaxalign.evaluate import IMAGE_QUERY, TEXT, evaluate_run, parse_seeds, save_table, seed_summary
 from galaxalign.models import resolve_model_name
 from galaxalign.train.config import TrainConfig
 
@@ -157,13 +157,8 @@ def ablation_table(
         runs = [values for (name, _), values in scores.items() if name == variant.name]
         if not runs:
             continue
-        row: dict[str, Any] = {"variant": variant.name, "description": variant.description}
-        for metric in runs[0]:
-            values = np.array([run[metric] for run in runs], dtype=np.float64)
-            row[f"{metric}_mean"] = values.mean()
-            row[f"{metric}_std"] = values.std()
-        row["n_seeds"] = len(runs)
-        rows.append(row)
+        row = {"variant": variant.name, "description": variant.description}
+        rows.append({**row, **seed_summary(runs, list(runs[0]))})
     return pd.DataFrame(rows).set_index("variant")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,15 +220,23 @@ def summary_table(results: Sequence[MethodResult], columns: Sequence[str]) -> pd
     methods = list(dict.fromkeys(result.method for result in results))
     rows = []
     for method in methods:
-        values = [result.metrics for result in results if result.method == method]
-        row: dict[str, Any] = {"method": method}
-        for column in columns:
-            column_values = np.array([v[column] for v in values], dtype=np.float64)
-            row[f"{column}_mean"] = column_values.mean()
-            row[f"{column}_std"] = column_values.std()
-        row["n_seeds"] = len(values)
-        rows.append(row)
+        runs = [result.metrics for result in results if result.method == method]
+        rows.append({"method": method, **seed_summary(runs, columns)})
     return pd.DataFrame(rows).set_index("method")
+
+
+def seed_summary(runs: Sequence[Mapping[str, float]], columns: Sequence[str]) -> dict[str, float]:
+    """Summarise the metrics of several seeds: ``<column>_mean`` and ``_std`` per column, and ``n_seeds``.
+
+    The standard deviation is the population one (ddof 0), 0 for a single seed.
+    """
+    summary: dict[str, float] = {}
+    for column in columns:
+        values = np.array([run[column] for run in runs], dtype=np.float64)
+        summary[f"{column}_mean"] = values.mean()
+        summary[f"{column}_std"] = values.std()
+    summary["n_seeds"] = len(runs)
+    return summary
 
 
 def classification_table(results: Sequence[MethodResult]) -> pd.DataFrame:
