@@ -7,9 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from small_runs import small_config
 
 from galaxalign.data.demo import DEMO_DIR
-from galaxalign.train import TrainConfig, train
+from galaxalign.train import train
 
 # Galaxies per class label of the Galaxy Zoo 1 schema in the small catalog.
 PER_CLASS = {0: 16, 1: 8, 2: 8, 3: 8, 4: 4, 5: 4}
@@ -48,19 +49,6 @@ def finished_run(small_catalog: Path, tmp_path_factory: pytest.TempPathFactory) 
     """Train both stages for two steps each on the small catalog at 32 px; return the run directory."""
     run_dir = tmp_path_factory.mktemp("finished_run")
     cache = tmp_path_factory.getbasetemp() / "image_cache"
-    config = TrainConfig(
-        dataset="catalog",
-        data_dir=str(small_catalog),
-        batch_size=16,
-        image_size=32,
-        epochs_stage1=1,
-        epochs_stage2=1,
-        max_steps=2,
-        symbol_variants=2,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        device="cpu",
-        cache_dir=str(cache),
-    )
+    config = small_config(small_catalog, batch_size=16, max_steps=2, cache_dir=str(cache))
     train(config, run_dir=run_dir)
     return run_dir

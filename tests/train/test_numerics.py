@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import small_runs
 import torch
 
 from galaxalign.train import TrainConfig, Trainer
@@ -15,21 +16,8 @@ from galaxalign.train.trainer import NonFiniteError, RunWriteError
 
 
 def small_config(catalog: Path, **overrides) -> TrainConfig:
-    parameters = dict(
-        dataset="catalog",
-        data_dir=str(catalog),
-        batch_size=8,
-        image_size=32,
-        epochs_stage1=1,
-        epochs_stage2=1,
-        symbol_variants=2,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        device="cpu",
-        checkpoint_every=0,
-    )
-    parameters.update(overrides)
-    return TrainConfig(**parameters)
+    """Return the small CPU config with periodic checkpoints off unless ``overrides`` turn them on."""
+    return small_runs.small_config(catalog, **{"checkpoint_every": 0, **overrides})
 
 
 def one_step(trainer: Trainer, lr: float = 0.1) -> dict:

@@ -5,27 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from small_runs import small_config
 
-from galaxalign.train import TrainConfig, Trainer
+from galaxalign.train import Trainer
 from galaxalign.train.loader import BatchPrefetcher
 from galaxalign.train.trainer import is_convnext, prepare_towers
-
-
-def small_config(catalog: Path, **overrides) -> TrainConfig:
-    parameters = dict(
-        dataset="catalog",
-        data_dir=str(catalog),
-        batch_size=8,
-        image_size=32,
-        epochs_stage1=1,
-        epochs_stage2=1,
-        symbol_variants=2,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        device="cpu",
-    )
-    parameters.update(overrides)
-    return TrainConfig(**parameters)
 
 
 def step_and_weights(trainer: Trainer) -> tuple[dict, dict[str, torch.Tensor]]:

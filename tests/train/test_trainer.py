@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import small_runs
 import torch
 
 from galaxalign.data import CatalogError
@@ -12,21 +13,8 @@ from galaxalign.train.rundir import RunDirectoryError
 
 
 def small_config(catalog: Path, **overrides) -> TrainConfig:
-    parameters = dict(
-        dataset="catalog",
-        data_dir=str(catalog),
-        batch_size=16,
-        image_size=32,
-        epochs_stage1=1,
-        epochs_stage2=1,
-        max_steps=2,
-        symbol_variants=2,
-        val_fraction=0.25,
-        test_fraction=0.25,
-        device="cpu",
-    )
-    parameters.update(overrides)
-    return TrainConfig(**parameters)
+    """Return the small CPU config with batches of 16 and at most 2 steps a stage, unless overridden."""
+    return small_runs.small_config(catalog, **{"batch_size": 16, "max_steps": 2, **overrides})
 
 
 def test_stage1_then_stage2_continues(small_catalog: Path, tmp_path: Path):
