@@ -12,23 +12,33 @@ from PIL import Image
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 
+def run_notebook(name: str, tmp_path: Path, parameters: dict) -> Path:
+    """Run notebooks/<name>.ipynb with papermill in ``tmp_path`` and return the executed copy there."""
+    output = tmp_path / f"{name}.ipynb"
+    papermill.execute_notebook(
+        str(REPOSITORY / "notebooks" / f"{name}.ipynb"),
+        str(output),
+        parameters=parameters,
+        progress_bar=False,
+        cwd=str(tmp_path),
+    )
+    return output
+
+
 @pytest.mark.slow
 def test_train_notebook_smoke_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("GALAXALIGN_CACHE", str(tmp_path / "cache"))
     run_dir = tmp_path / "run"
-    output = tmp_path / "train.ipynb"
-    papermill.execute_notebook(
-        str(REPOSITORY / "notebooks" / "train.ipynb"),
-        str(output),
-        parameters={
+    output = run_notebook(
+        "train",
+        tmp_path,
+        {
             "stage": 2,
             "max_steps": 3,
             "epochs_stage1": 1,
             "epochs_stage2": 1,
             "run_dir": str(run_dir),
         },
-        progress_bar=False,
-        cwd=str(tmp_path),
     )
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -56,13 +66,10 @@ def notebook_outputs(path: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_evaluate_notebook_writes_tables(finished_run: Path, tmp_path: Path):
-    output = tmp_path / "evaluate.ipynb"
-    papermill.execute_notebook(
-        str(REPOSITORY / "notebooks" / "evaluate.ipynb"),
-        str(output),
-        parameters={"run_dir": str(finished_run), "seeds": "0,1", "knn_k": 3, "gallery_neighbours": 2},
-        progress_bar=False,
-        cwd=str(tmp_path),
+    output = run_notebook(
+        "evaluate",
+        tmp_path,
+        {"run_dir": str(finished_run), "seeds": "0,1", "knn_k": 3, "gallery_neighbours": 2},
     )
 
     folder = finished_run / "evaluation" / "test"
@@ -81,11 +88,10 @@ def test_evaluate_notebook_writes_tables(finished_run: Path, tmp_path: Path):
 @pytest.mark.slow
 def test_ablations_notebook_runs_all_variants(small_catalog: Path, tmp_path: Path):
     parent = tmp_path / "ablations"
-    output = tmp_path / "ablations.ipynb"
-    papermill.execute_notebook(
-        str(REPOSITORY / "notebooks" / "ablations.ipynb"),
-        str(output),
-        parameters={
+    output = run_notebook(
+        "ablations",
+        tmp_path,
+        {
             "parent_dir": str(parent),
             "dataset": "catalog",
             "data_dir": str(small_catalog),
@@ -98,8 +104,6 @@ def test_ablations_notebook_runs_all_variants(small_catalog: Path, tmp_path: Pat
             "device": "cpu",
             "train_notebook": str(REPOSITORY / "notebooks" / "train.ipynb"),
         },
-        progress_bar=False,
-        cwd=str(tmp_path),
     )
 
     variants = ["full", "clip_no_symbols", "stage1_only", "stage2_only", "stage1_converged", "random_init"]
@@ -117,13 +121,10 @@ def test_ablations_notebook_runs_all_variants(small_catalog: Path, tmp_path: Pat
 
 @pytest.mark.slow
 def test_explore_notebook_writes_maps_and_grid(finished_run: Path, tmp_path: Path):
-    output = tmp_path / "explore.ipynb"
-    papermill.execute_notebook(
-        str(REPOSITORY / "notebooks" / "explore.ipynb"),
-        str(output),
-        parameters={"run_dir": str(finished_run), "split": "all", "k": 3, "grid_size": 5, "device": "cpu"},
-        progress_bar=False,
-        cwd=str(tmp_path),
+    output = run_notebook(
+        "explore",
+        tmp_path,
+        {"run_dir": str(finished_run), "split": "all", "k": 3, "grid_size": 5, "device": "cpu"},
     )
 
     folder = finished_run / "explore" / "all"
