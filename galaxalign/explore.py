@@ -87,7 +87,7 @@ class Exploration:
         default_factory=dict, repr=False
     )
     written: list[Path] = field(default_factory=list)
-    _sheet: ThumbnailSheet | None = field(default=None, repr=False)
+    _sheet: tuple[ThumbnailSheet, str] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
@@ -394,12 +394,14 @@ def save_map(exploration: Exploration, method: str, figure: go.Figure) -> list[P
     output_path(exploration, PLOTLY_JS)
     table = output_path(exploration, f"map_{method}.csv")
     if exploration._sheet is None:
-        rows = exploration.pixel_rows[exploration.map_rows]
-        exploration._sheet = thumbnail_sheet(exploration.pixels, rows)
-    sheet = exploration._sheet
-    digest = hashlib.sha1(repr(sheet.image.shape).encode() + sheet.image.tobytes()).hexdigest()[:16]
-    sheet_path = output_path(exploration, f"{SHEET_PREFIX}{digest}.jpg")
-    Image.fromarray(sheet.image).save(sheet_path, quality=90)
+        sheet = thumbnail_sheet(exploration.pixels, exploration.pixel_rows[exploration.map_rows])
+        digest = hashlib.sha1(repr(sheet.image.shape).encode() + sheet.image.tobytes()).hexdigest()[:16]
+        exploration._sheet = (sheet, f"{SHEET_PREFIX}{digest}.jpg")
+    sheet, sheet_name = exploration._sheet
+    sheet_path = output_path(exploration, sheet_name)
+    # The maps of one exploration share the sheet, so it is encoded once unless the file went missing.
+    if sheet_path not in exploration.written or not sheet_path.is_file():
+        Image.fromarray(sheet.image).save(sheet_path, quality=90)
     script = viz.hover_thumbnail_script(exploration.map_rows, sheet_path.name, sheet.columns, sheet.rows)
     figure.write_html(html, include_plotlyjs="directory", post_script=script)
     exploration.map_frame(exploration.map(method)).to_csv(table, index=False)
