@@ -240,9 +240,9 @@ def load_exploration(
     """Open one split of a finished run for the maps, the PCA grid and the neighbour widgets.
 
     Reads ``<run_dir>/embeddings/<split>/``. When it is missing and ``embed``
-    is True, the run's model embeds the split first (as evaluate.ipynb
-    does); with ``embed=False`` a missing folder raises
-    ``FileNotFoundError`` saying how to create it. ``dataset`` and
+    is True, the run's model embeds the split first, as evaluate.ipynb does.
+    With ``embed=False`` a missing folder raises ``FileNotFoundError`` that
+    explains how to create it. ``dataset`` and
     ``data_dir`` name another catalog with the run's classes, as in
     :func:`galaxalign.evaluate.evaluate_run`. Figures go to
     ``<run_dir>/explore/<embedding folder name>/``.
@@ -365,8 +365,8 @@ def search_figure(
 def map_figure(exploration: Exploration, method: str, **options: float) -> go.Figure:
     """Draw the ``method`` map of the exploration with class symbols and prompts placed in it."""
     coords = exploration.map(method, **options)
-    shown = len(exploration.map_rows)
-    sample = f" (random {shown} of {len(exploration)})" if shown < len(exploration) else ""
+    on_map = len(exploration.map_rows)
+    sample = f" (random {on_map} of {len(exploration)})" if on_map < len(exploration) else ""
     return viz.map_figure(
         coords,
         exploration.map_rows,
@@ -375,7 +375,7 @@ def map_figure(exploration: Exploration, method: str, **options: float) -> go.Fi
         exploration.class_names,
         exploration.predicted,
         exploration.placed(coords),
-        title=f"{map_title(method)} map of {shown} galaxies{sample}",
+        title=f"{map_title(method)} map of {on_map} galaxies{sample}",
     )
 
 

@@ -210,7 +210,7 @@ def grid_shape(count: int, max_side: int) -> tuple[int, int]:
 
 
 def pca_grid(vectors: np.ndarray, shape: tuple[int, int], seed: int = 0) -> PcaGrid:
-    """Assign galaxies to the cells of a grid so that each cell holds one galaxy and neighbours look alike.
+    """Assign galaxies to the cells of a grid so that each cell contains one galaxy and neighbours look alike.
 
     ``vectors`` is (N, D). When N exceeds the cells, a seeded random sample
     of galaxies fills them. The first two principal components of the unit

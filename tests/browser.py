@@ -156,7 +156,7 @@ def start_jupyterlab(root_dir: Path, home: Path, environment: dict[str, str]) ->
     """Start ``jupyter lab`` serving ``root_dir`` and wait until /api/status responds.
 
     The server listens on a free port of 127.0.0.1 only, with a random token,
-    and is told not to fetch news, check for updates or list extensions from
+    and is configured not to fetch news, check for updates or list extensions from
     a registry. Its settings, workspaces and runtime files live under
     ``home``, so earlier sessions on the machine cannot change what the page
     shows. USER_SETTINGS apply, and the page exposes the application as

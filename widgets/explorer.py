@@ -50,7 +50,7 @@ class NeighbourExplorer(widgets.VBox):
         self._map_position = np.full(len(exploration), -1, dtype=np.int64)
         self._map_position[exploration.map_rows] = np.arange(len(exploration.map_rows))
         self._coords = np.zeros((len(exploration.map_rows), 2), dtype=np.float32)
-        self._shown = list(range(len(exploration.class_names)))
+        self._visible_classes = list(range(len(exploration.class_names)))
 
         max_k = max(1, min(MAX_K, len(exploration) - 1))
         self.k_slider = widgets.IntSlider(
@@ -122,13 +122,16 @@ class NeighbourExplorer(widgets.VBox):
     @property
     def classes(self) -> list[int] | None:
         """The class indices shown, or None when every class is shown."""
-        return None if len(self._shown) == len(self.exploration.class_names) else self._shown
+        if len(self._visible_classes) == len(self.exploration.class_names):
+            return None
+        return self._visible_classes
 
     def select(self, row: int) -> None:
         """Show galaxy ``row`` enlarged with its nearest neighbours and ring it on the map.
 
-        Neighbours come from the classes shown. When they hold fewer other
-        galaxies than ``k``, all of them are shown and the status line says so.
+        Neighbours come from the classes shown. When those classes contain
+        fewer other galaxies than ``k``, all of them are shown and the status
+        line reports it.
         """
         exploration = self.exploration
         if isinstance(row, bool) or not isinstance(row, (int, np.integer)):
@@ -175,15 +178,15 @@ class NeighbourExplorer(widgets.VBox):
         labels = self.exploration.labels
         if self.classes is None:
             return len(labels) - 1
-        shown = np.isin(labels, self.classes)
-        return int(shown.sum()) - int(shown[row])
+        allowed = np.isin(labels, self.classes)
+        return int(allowed.sum()) - int(allowed[row])
 
     def _summary(self) -> str:
         exploration = self.exploration
-        shown = len(exploration.map_rows)
+        on_map = len(exploration.map_rows)
         text = f"{len(exploration)} galaxies"
-        if shown < len(exploration):
-            text += f", {shown} on the map (neighbours come from all)"
+        if on_map < len(exploration):
+            text += f", {on_map} on the map (neighbours come from all)"
         if self.classes is not None:
             text += ", neighbours from the shown classes only"
         return text
@@ -207,20 +210,24 @@ class NeighbourExplorer(widgets.VBox):
             self.figure.layout.width = 720
 
         self._trace_rows = {}
-        shown = set(self._shown)
         for position, trace in enumerate(self.figure.data):
             if trace.meta != "galaxies":
                 continue
             rows = np.array([point[0] for point in trace.customdata], dtype=np.int64)
             self._trace_rows[position] = rows
-            label = int(self.exploration.labels[rows[0]]) if len(rows) else -1
-            trace.visible = True if label in shown or not len(rows) else "legendonly"
+            trace.visible = self._visibility(rows)
             trace.on_click(self.status.guard(self._on_click))
             trace.on_hover(self.status.guard(self._on_hover))
             trace.on_change(self.status.guard(self._on_legend), "visible")
         self._method = method
         self._highlight()
         return True
+
+    def _visibility(self, rows: np.ndarray) -> bool | str:
+        """Return plotly's ``visible`` for a galaxy trace of these rows: True for a class shown or no rows."""
+        if not len(rows) or int(self.exploration.labels[rows[0]]) in self._visible_classes:
+            return True
+        return "legendonly"
 
     def _draw_empty_map(self) -> None:
         with self.figure.batch_update():
@@ -259,12 +266,12 @@ class NeighbourExplorer(widgets.VBox):
 
     def _on_legend(self, trace: Any, visible: Any) -> None:
         """Follow a class hidden or shown by a click on the legend in the class filter."""
-        shown = []
+        visible = []
         for position, rows in self._trace_rows.items():
             if len(rows) and self.figure.data[position].visible is True:
-                shown.append(int(self.exploration.labels[rows[0]]))
-        if shown and tuple(sorted(shown)) != tuple(sorted(self.class_filter.value)):
-            self.class_filter.value = tuple(sorted(shown))
+                visible.append(int(self.exploration.labels[rows[0]]))
+        if visible and tuple(sorted(visible)) != tuple(sorted(self.class_filter.value)):
+            self.class_filter.value = tuple(sorted(visible))
 
     def _on_hover(self, trace: Any, points: Any, state: Any) -> None:
         row = self._row_of(points)
@@ -295,13 +302,10 @@ class NeighbourExplorer(widgets.VBox):
         if not change["new"]:
             self.status.report("choose at least one class; the map keeps the classes it showed", error=True)
             return
-        self._shown = sorted(change["new"])
-        shown = set(self._shown)
+        self._visible_classes = sorted(change["new"])
         with self.figure.batch_update():
             for position, rows in self._trace_rows.items():
-                if len(rows):
-                    visible = int(self.exploration.labels[rows[0]]) in shown
-                    self.figure.data[position].visible = True if visible else "legendonly"
+                self.figure.data[position].visible = self._visibility(rows)
         if self.selected_row is not None:
             self.select(self.selected_row)
         else:

@@ -48,7 +48,7 @@ def test_initial_state_shows_first_galaxy(exploration: Exploration):
 
 def test_click_selects_the_galaxy(exploration: Exploration):
     explorer = NeighbourExplorer(exploration, k=3)
-    # Class 1 holds rows 1, 4, 7...; its third point is row 7.
+    # Class 1 contains rows 1, 4, 7 and so on, so its third point is row 7.
     click(explorer, label=1, point=2)
     assert explorer.selected_row == 7
     assert "G0007" in explorer.selected_caption.value
@@ -82,9 +82,9 @@ def test_class_filter_hides_classes(exploration: Exploration):
     explorer = NeighbourExplorer(exploration, k=5)
     explorer.class_filter.value = (1, 2)
     _, hidden = galaxy_trace(explorer, 0)
-    _, shown = galaxy_trace(explorer, 1)
+    _, kept = galaxy_trace(explorer, 1)
     assert hidden.visible == "legendonly"
-    assert shown.visible is True
+    assert kept.visible is True
     assert set(exploration.labels[explorer.result.rows[0]]) <= {1, 2}
     assert "shown classes only" in explorer.status.value
 
