@@ -155,7 +155,7 @@ def test_pca_grid_samples_when_cells_are_few():
     assert len(np.unique(grid.rows)) == 16
 
 
-def test_pca_grid_leaves_cells_empty_when_galaxies_are_few():
+def test_pca_grid_leaves_empty_cells():
     vectors, _ = clustered_vectors(per_cluster=3)
     grid = maps.pca_grid(vectors, (4, 4))
     assert (grid.cells >= 0).sum() == 9
